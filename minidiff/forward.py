@@ -1,0 +1,76 @@
+"""The forward (noising) process q (lesson 02).
+
+    q(x_t | x_{t−1}) = N(√α_t · x_{t−1}, β_t I)                       (DDPM eq. 2)
+    q(x_t | x_0)     = N(√ᾱ_t · x_0, (1 − ᾱ_t) I)                     (DDPM eq. 4)
+    q(x_{t−1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I)                   (DDPM eqs. 6–7)
+        μ̃_t = √ᾱ_{t−1} β_t / (1 − ᾱ_t) · x_0 + √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · x_t
+        β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .schedules import NoiseSchedule, extract
+
+
+def _same_device(*tensors: torch.Tensor) -> None:
+    devices = {x.device for x in tensors if isinstance(x, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError(f"tensors are on different devices {sorted(map(str, devices))}: move them with .to(device)")
+
+
+def _float(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}: use {name}.float()")
+    return x
+
+
+def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward step, a sample of q(x_t | x_{t−1}) (eq. 2): √α_t x_{t−1} + √β_t ε."""
+    _float("x_prev", x_prev)
+    noise = torch.randn_like(x_prev) if noise is None else noise
+    _same_device(x_prev, noise)
+    return extract(schedule.alphas, t, x_prev).sqrt() * x_prev + extract(schedule.betas, t, x_prev).sqrt() * noise
+
+
+def q_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, t):
+    """Mean and variance of q(x_t | x_0) (eq. 4): (√ᾱ_t x_0, 1 − ᾱ_t)."""
+    _float("x0", x0)
+    abar = extract(schedule.alphas_cumprod, t, x0)
+    return abar.sqrt() * x0, 1.0 - abar
+
+
+def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+    """A sample of q(x_t | x_0) in one jump (eq. 4): x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε.
+
+    Named after diffusers' `scheduler.add_noise(original_samples, noise, timesteps)`.
+    """
+    _float("x0", x0)
+    _float("noise", noise)
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}: they must match")
+    _same_device(x0, noise)
+    abar = extract(schedule.alphas_cumprod, t, x0)
+    return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+
+
+def q_posterior_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t):
+    """Mean μ̃_t and variance β̃_t of q(x_{t−1} | x_t, x_0) (eqs. 6–7), for t ≥ 1."""
+    _float("x0", x0)
+    _float("xt", xt)
+    if x0.shape != xt.shape:
+        raise ValueError(f"x0 {tuple(x0.shape)} and xt {tuple(xt.shape)} must have the same shape")
+    _same_device(x0, xt)
+    if (torch.as_tensor(t) < 1).any():
+        raise ValueError("the posterior q(x_{t−1} | x_t, x_0) needs t ≥ 1")
+    s = schedule
+    abar_t = extract(s.alphas_cumprod, t, xt)
+    abar_prev = extract(s.alphas_cumprod, torch.as_tensor(t) - 1, xt)
+    beta_t = extract(s.betas, t, xt)
+    alpha_t = extract(s.alphas, t, xt)
+    mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)) * xt
+    var = (1 - abar_prev) / (1 - abar_t) * beta_t
+    return mean, var
