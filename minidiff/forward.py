@@ -5,6 +5,10 @@
     q(x_{t−1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I)                   (DDPM eqs. 6–7)
         μ̃_t = √ᾱ_{t−1} β_t / (1 − ᾱ_t) · x_0 + √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · x_t
         β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t
+
+Every function takes the schedule first, then tensors of shape (B, ...), then the
+timesteps t: an int, or a LongTensor of shape (B,), one per batch element.
+Variances come back as tensors shaped (B, 1, ...) that broadcast against x.
 """
 
 from __future__ import annotations
@@ -28,16 +32,41 @@ def _float(name: str, x) -> torch.Tensor:
     return x
 
 
+def _schedule(schedule) -> NoiseSchedule:
+    # Duck-typed, so that a schedule made before an importlib.reload still works.
+    if not all(hasattr(schedule, a) for a in ("betas", "alphas", "alphas_cumprod")):
+        raise TypeError(
+            f"schedule must be a minidiff NoiseSchedule, got {type(schedule).__name__}: "
+            "make one with NoiseSchedule.make('linear', T)"
+        )
+    return schedule
+
+
+def _same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{a_name} has shape {tuple(a.shape)} but {b_name} has {tuple(b.shape)}: they must match")
+
+
+def _at_least_1(t) -> None:
+    # t = 0 is "no noise yet": there is no x_{−1} to step from or to condition on.
+    if (torch.as_tensor(t) < 1).any():
+        raise ValueError("this needs timesteps t ≥ 1 (t counts from 1 to T, as in the paper)")
+
+
 def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """One forward step, a sample of q(x_t | x_{t−1}) (eq. 2): √α_t x_{t−1} + √β_t ε."""
+    """One forward step, a sample of q(x_t | x_{t−1}) (eq. 2): √α_t x_{t−1} + √β_t ε, for t ≥ 1."""
+    _schedule(schedule)
     _float("x_prev", x_prev)
-    noise = torch.randn_like(x_prev) if noise is None else noise
+    _at_least_1(t)
+    noise = torch.randn_like(x_prev) if noise is None else _float("noise", noise)
+    _same_shape("noise", noise, "x_prev", x_prev)
     _same_device(x_prev, noise)
     return extract(schedule.alphas, t, x_prev).sqrt() * x_prev + extract(schedule.betas, t, x_prev).sqrt() * noise
 
 
 def q_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, t):
     """Mean and variance of q(x_t | x_0) (eq. 4): (√ᾱ_t x_0, 1 − ᾱ_t)."""
+    _schedule(schedule)
     _float("x0", x0)
     abar = extract(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * x0, 1.0 - abar
@@ -46,29 +75,33 @@ def q_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, t):
 def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
     """A sample of q(x_t | x_0) in one jump (eq. 4): x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε.
 
-    Named after diffusers' `scheduler.add_noise(original_samples, noise, timesteps)`.
+    Named after diffusers' `scheduler.add_noise(original_samples, noise, timesteps)`
+    (whose timesteps count from 0: their timestep i is our t = i + 1).
     """
+    _schedule(schedule)
     _float("x0", x0)
     _float("noise", noise)
-    if noise.shape != x0.shape:
-        raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}: they must match")
+    _same_shape("noise", noise, "x0", x0)
     _same_device(x0, noise)
     abar = extract(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
 
 def q_posterior_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t):
-    """Mean μ̃_t and variance β̃_t of q(x_{t−1} | x_t, x_0) (eqs. 6–7), for t ≥ 1."""
+    """Mean μ̃_t and variance β̃_t of q(x_{t−1} | x_t, x_0) (eqs. 6–7), for t ≥ 1.
+
+    At t = 1, ᾱ_0 = 1 gives μ̃_1 = x_0 and β̃_1 = 0: knowing x_0, x_0 is certain.
+    """
+    _schedule(schedule)
     _float("x0", x0)
     _float("xt", xt)
-    if x0.shape != xt.shape:
-        raise ValueError(f"x0 {tuple(x0.shape)} and xt {tuple(xt.shape)} must have the same shape")
+    _same_shape("x0", x0, "xt", xt)
     _same_device(x0, xt)
-    if (torch.as_tensor(t) < 1).any():
-        raise ValueError("the posterior q(x_{t−1} | x_t, x_0) needs t ≥ 1")
+    _at_least_1(t)
     s = schedule
+    t = torch.as_tensor(t)
     abar_t = extract(s.alphas_cumprod, t, xt)
-    abar_prev = extract(s.alphas_cumprod, torch.as_tensor(t) - 1, xt)
+    abar_prev = extract(s.alphas_cumprod, t - 1, xt)
     beta_t = extract(s.betas, t, xt)
     alpha_t = extract(s.alphas, t, xt)
     mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)) * xt
