@@ -279,7 +279,7 @@ def swiss_roll(n: int, noise: float = 0.1, generator: torch.Generator | None = N
     """x = (t cos t, t sin t) / 7 + noise · ε,  t = 1.5π (1 + 2u),  u ~ U[0, 1),  ε ~ N(0, I).
 
     (sklearn's make_swiss_roll projected to 2D.) /7 gives each coordinate a std of about 1;
-    points lie in about [-1.5, 2.1]. `noise` is in these scaled units.
+    points lie in about [-2, 2.5]. `noise` is in these scaled units.
     """
     n = _check_n(n)
     device = _device_of(generator)
@@ -292,7 +292,7 @@ def swiss_roll(n: int, noise: float = 0.1, generator: torch.Generator | None = N
 def moons(n: int, noise: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Two interleaved half circles (sklearn's make_moons), centred and scaled by 1.5:
     upper (cos θ, sin θ), lower (1 − cos θ, 1/2 − sin θ), θ ~ U[0, π), each with probability 1/2;
-    then x ← 1.5 (x − (1/2, 1/4)) + noise · ε. Points lie in about [-2.3, 2.3] × [-1.3, 1.3].
+    then x ← 1.5 (x − (1/2, 1/4)) + noise · ε. Points lie in about [-2.7, 2.7] × [-1.5, 1.5].
     """
     n = _check_n(n)
     device = _device_of(generator)
