@@ -61,15 +61,16 @@ def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise: torch.Tensor
     noise = torch.randn_like(x_prev) if noise is None else _float("noise", noise)
     _same_shape("noise", noise, "x_prev", x_prev)
     _same_device(x_prev, noise)
-    return extract(schedule.alphas, t, x_prev).sqrt() * x_prev + extract(schedule.betas, t, x_prev).sqrt() * noise
+    # sqrt in float64 before extract casts to x's dtype (see add_noise)
+    return extract(schedule.alphas.sqrt(), t, x_prev) * x_prev + extract(schedule.betas.sqrt(), t, x_prev) * noise
 
 
 def q_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, t):
     """Mean and variance of q(x_t | x_0) (eq. 4): (√ᾱ_t x_0, 1 − ᾱ_t)."""
     _schedule(schedule)
     _float("x0", x0)
-    abar = extract(schedule.alphas_cumprod, t, x0)
-    return abar.sqrt() * x0, 1.0 - abar
+    abar = schedule.alphas_cumprod
+    return extract(abar.sqrt(), t, x0) * x0, extract(1.0 - abar, t, x0)
 
 
 def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
@@ -83,8 +84,9 @@ def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t)
     _float("noise", noise)
     _same_shape("noise", noise, "x0", x0)
     _same_device(x0, noise)
-    abar = extract(schedule.alphas_cumprod, t, x0)
-    return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+    # 1 − ᾱ_t in float64 first: in float32, ᾱ_1 = 0.9999 keeps only ~3 digits of 1 − ᾱ_1.
+    abar = schedule.alphas_cumprod
+    return extract(abar.sqrt(), t, x0) * x0 + extract((1.0 - abar).sqrt(), t, x0) * noise
 
 
 def q_posterior_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t):
@@ -98,12 +100,21 @@ def q_posterior_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Te
     _same_shape("x0", x0, "xt", xt)
     _same_device(x0, xt)
     _at_least_1(t)
-    s = schedule
-    t = torch.as_tensor(t)
-    abar_t = extract(s.alphas_cumprod, t, xt)
-    abar_prev = extract(s.alphas_cumprod, t - 1, xt)
-    beta_t = extract(s.betas, t, xt)
-    alpha_t = extract(s.alphas, t, xt)
-    mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)) * xt
-    var = (1 - abar_prev) / (1 - abar_t) * beta_t
-    return mean, var
+    coef_x0, coef_xt, var = _posterior_coefficients(schedule)
+    return extract(coef_x0, t, xt) * x0 + extract(coef_xt, t, xt) * xt, extract(var, t, xt)
+
+
+def _posterior_coefficients(s: NoiseSchedule):
+    """The two coefficients of μ̃_t and β̃_t for every t = 1..T, in float64.
+
+    Computed on the whole schedule before indexing by t, so that the cancellation in
+    1 − ᾱ_t (ᾱ_1 = 0.9999) happens in float64 rather than in the images' float32.
+    Entry 0 is unused (t ≥ 1); it is set to the t → 0 limit (μ̃ = x_0, β̃ = 0).
+    """
+    abar, abar_prev = s.alphas_cumprod[1:], s.alphas_cumprod[:-1]
+    beta, alpha = s.betas[1:], s.alphas[1:]
+    coef_x0 = abar_prev.sqrt() * beta / (1 - abar)
+    coef_xt = alpha.sqrt() * (1 - abar_prev) / (1 - abar)
+    var = (1 - abar_prev) / (1 - abar) * beta
+    one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    return torch.cat([one, coef_x0]), torch.cat([zero, coef_xt]), torch.cat([zero, var])
