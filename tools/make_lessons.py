@@ -24,6 +24,7 @@ written the same way every time (same master -> byte-identical lesson).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -136,6 +137,10 @@ def render(solution: Path) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def _rel(p: Path) -> str:
+    return os.path.relpath(p, ROOT)
+
+
 def lesson_path(solution: Path) -> Path:
     return LESSONS / Path(solution).name
 
@@ -150,14 +155,14 @@ def stale(solutions: list[Path], check_orphans: bool = True) -> list[str]:
     for sol in solutions:
         dest = lesson_path(sol)
         if not dest.exists():
-            problems.append(f"{dest.relative_to(ROOT)}: missing (generate it from {sol.name})")
+            problems.append(f"{_rel(dest)}: missing (generate it from {sol.name})")
         elif dest.read_text(encoding="utf-8") != render(sol):
-            problems.append(f"{dest.relative_to(ROOT)}: differs from what {sol.name} generates")
+            problems.append(f"{_rel(dest)}: differs from what {sol.name} generates")
     if check_orphans:
         names = {s.name for s in solutions}
         for les in sorted(LESSONS.glob("[0-9][0-9]_*.ipynb")):
             if les.name not in names:
-                problems.append(f"{les.relative_to(ROOT)}: has no master solutions/{les.name}")
+                problems.append(f"{_rel(les)}: has no master solutions/{les.name}")
     return problems
 
 
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             text, dest = render(sol), lesson_path(sol)
             if not dest.exists() or dest.read_text(encoding="utf-8") != text:
                 dest.write_text(text, encoding="utf-8")
-                print(f"wrote {dest.relative_to(ROOT)}")
+                print(f"wrote {_rel(dest)}")
     except MarkerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
