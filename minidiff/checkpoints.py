@@ -1,0 +1,155 @@
+"""Shipped checkpoints: weights plus a card, verified before use (lesson 05).
+
+A checkpoint NAME is two files in data/checkpoints/:
+
+    NAME.pt    {"format", "class", "config", "state_dict"}: the model's constructor arguments
+               and its weights (tensors only, so it loads with torch.load(weights_only=True))
+    NAME.json  the card: sha256 of NAME.pt, the command that reproduces it, the training
+               budget and hardware, and measured metrics
+
+`load_checkpoint` refuses a file whose sha256 differs from its card's, and loads with
+`weights_only=True`: a .pt file is a pickle, and unpickling a file from elsewhere can
+run arbitrary code; weights_only restricts it to tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+FORMAT = "minidiff-checkpoint-1"
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR = REPO / "data" / "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A missing, altered or incompatible checkpoint; the message says which and what to do."""
+
+
+def _model_classes() -> dict:
+    # imported here so that `minidiff.checkpoints` stays importable on its own
+    from .classifier import MNISTClassifier
+    from .unet import UNet
+
+    return {"UNet": UNet, "MNISTClassifier": MNISTClassifier}
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_paths(name_or_path) -> tuple[Path, Path]:
+    """(NAME.pt, NAME.json) for a bare name ("unet_mnist": looked up in data/checkpoints/)
+    or a path with or without the .pt suffix."""
+    p = Path(name_or_path)
+    if p.suffix in (".pt", ".json"):
+        p = p.with_suffix("")
+    if len(p.parts) == 1 and not p.exists() and not p.with_suffix(".pt").exists():
+        p = CHECKPOINT_DIR / p
+    return p.with_suffix(".pt"), p.with_suffix(".json")
+
+
+def save_checkpoint(model: torch.nn.Module, path, card: dict | None = None, dtype: torch.dtype | None = None) -> dict:
+    """Write PATH.pt (config + state_dict, floats cast to `dtype` if given) and PATH.json (card + sha256).
+
+    The model must carry `config` (its constructor arguments), as UNet and MNISTClassifier do.
+    Returns the card as written.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise TypeError(f"{type(model).__name__} has no `config` dict of constructor arguments: "
+                        "save a minidiff UNet or MNISTClassifier")
+    pt, js = checkpoint_paths(path)
+    state = {k: (v.detach().to("cpu", dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
+             .contiguous() for k, v in model.state_dict().items()}
+    pt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": FORMAT, "class": type(model).__name__, "config": config, "state_dict": state}, pt)
+    card = dict(card or {})
+    card.update({"file": pt.name, "sha256": sha256_file(pt), "bytes": pt.stat().st_size,
+                 "class": type(model).__name__, "config": config,
+                 "dtype": str(dtype or next(iter(state.values())).dtype).removeprefix("torch.")})
+    js.write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def read_card(path) -> dict:
+    """The card (NAME.json) of a checkpoint."""
+    pt, js = checkpoint_paths(path)
+    if not js.exists():
+        raise CheckpointError(f"{js}: missing card. Every checkpoint ships NAME.pt with NAME.json "
+                              "(its sha256 and how it was made); re-create both with the command that made them.")
+    return json.loads(js.read_text())
+
+
+def update_card(path, **fields) -> dict:
+    """Merge `fields` into the card (e.g. metrics=...); the .pt file and its sha256 are untouched."""
+    _, js = checkpoint_paths(path)
+    card = read_card(path)
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(card.get(key), dict):
+            card[key].update(value)
+        else:
+            card[key] = value
+    js.write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _verified_payload(path) -> tuple[dict, dict]:
+    pt, js = checkpoint_paths(path)
+    if not pt.exists():
+        raise CheckpointError(f"{pt}: checkpoint file not found. Shipped checkpoints live in {CHECKPOINT_DIR}; "
+                              f"re-create it with the command in its card ({js.name}) if you have it.")
+    card = read_card(path)
+    digest = sha256_file(pt)
+    if digest != card.get("sha256"):
+        raise CheckpointError(f"{pt}: sha256 mismatch: the file hashes to {digest[:16]}…, its card says "
+                              f"{str(card.get('sha256'))[:16]}…. The file was altered or truncated: "
+                              "restore it (git checkout) or re-create it with the card's command.")
+    payload = torch.load(pt, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{pt}: not a minidiff checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r})")
+    return payload, card
+
+
+def load_state_into(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> torch.nn.Module:
+    """model.load_state_dict, with an error that lists the missing / unexpected / mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or shapes:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "") if keys else "none"
+        raise CheckpointError(
+            f"{source} does not fit this {type(model).__name__} (architecture mismatch).\n"
+            f"  missing keys: {show(missing)}\n  unexpected keys: {show(unexpected)}\n"
+            f"  shape mismatches: {show(shapes)}\n"
+            "Build the model with the checkpoint's config (load_checkpoint(name) does that for you).")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
+    return model
+
+
+def load_checkpoint(path, model: torch.nn.Module | None = None, device="cpu") -> torch.nn.Module:
+    """Verify NAME.pt against its card's sha256, load it with weights_only=True, and return the
+    model in eval mode on `device` (float32 weights; built from the stored config unless given).
+
+    Raises CheckpointError for a missing file, a hash mismatch, or an architecture mismatch
+    (listing the missing and unexpected keys).
+    """
+    payload, _ = _verified_payload(path)
+    if model is None:
+        classes = _model_classes()
+        cls = classes.get(payload["class"])
+        if cls is None:
+            raise CheckpointError(f"{path}: unknown model class {payload['class']!r}; known: {sorted(classes)}")
+        model = cls(**payload["config"])
+    load_state_into(model, payload["state_dict"], source=str(checkpoint_paths(path)[0]))
+    return model.to(device).eval()
