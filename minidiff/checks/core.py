@@ -206,6 +206,29 @@ class Tester:
         return self._record(ok, what, detail, hint)
 
 
+def _same_values(a, b, rtol: float, atol: float) -> bool:
+    """Do a and b hold the same numbers (any shapes with equal size)? False if they can't be compared."""
+    try:
+        a = torch.as_tensor(a).detach().cpu().double()
+        b = torch.as_tensor(b).detach().cpu().double()
+        return a.numel() == b.numel() and bool(torch.allclose(a.reshape(b.shape), b, rtol=rtol, atol=atol))
+    except (TypeError, RuntimeError, ValueError):
+        return False
+
+
+def diagnose(t: Tester, got, expected, what: str, mistakes: dict, hint: str = "", rtol: float = 1e-5, atol: float = 1e-7) -> bool:
+    """`t.close`, but when `got` equals the output of a known mistake the hint names that mistake.
+
+    mistakes: {hint: the output that mistake produces}. A mistake whose output equals the
+    right answer on these inputs is skipped (it can't be told apart here).
+    """
+    for mistake_hint, wrong in mistakes.items():
+        if not _same_values(expected, wrong, rtol, atol) and _same_values(got, wrong, rtol, atol):
+            hint = mistake_hint
+            break
+    return t.close(got, expected, what, hint=hint, rtol=rtol, atol=atol)
+
+
 @dataclass
 class Exercise:
     lesson: str

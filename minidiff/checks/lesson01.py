@@ -18,25 +18,11 @@ import math
 import torch
 
 from .. import schedules as ref
-from .core import Tester, exercise
+from .core import Tester, diagnose, exercise
 
 
-def _matches(got, expected, rtol=1e-5, atol=1e-7) -> bool:
-    g = torch.as_tensor(got).detach().cpu().double()
-    e = torch.as_tensor(expected).detach().cpu().double()
-    return g.shape == e.shape and bool(torch.allclose(g, e, rtol=rtol, atol=atol))
 
 
-def close_or_diagnose(t: Tester, got, expected, what: str, mistakes: dict, hint: str, rtol=1e-5, atol=1e-7) -> bool:
-    """t.close, but if `got` equals a known wrong answer, the hint names that mistake.
-
-    mistakes: {hint: the output that mistake produces}.
-    """
-    for mistake_hint, wrong in mistakes.items():
-        if not _matches(expected, wrong, rtol, atol) and _matches(got, wrong, rtol, atol):
-            hint = mistake_hint
-            break
-    return t.close(got, expected, what, hint=hint, rtol=rtol, atol=atol)
 
 
 @exercise("01", "linear_betas", points=2)
@@ -55,7 +41,7 @@ def linear_betas(t: Tester, fn):
     T2, b1, bT = 10, 0.001, 0.1
     out2 = t.call(fn, T2, b1, bT)
     t.tensor(out2, shape=(T2,), what="linear_betas(10, 0.001, 0.1)")
-    close_or_diagnose(
+    diagnose(
         t, out2, ref.linear_betas(T2, b1, bT), "linear_betas(10, 0.001, 0.1) matches minidiff.schedules.linear_betas",
         {
             "you return T + 1 values squeezed in: off by one in t (use linspace(beta_1, beta_T, T))":
@@ -85,7 +71,7 @@ def alphas_cumprod(t: Tester, fn):
             hint="the first entry is ᾱ_0 = 1, the empty product; ᾱ_1 comes second")
     t.close(out[1], alphas[0], "ᾱ_1 = 1 − β_1 (t = 1 edge)",
             hint="ᾱ_1 = α_1 = 1 − β_1: check the order of the entries and that you use α = 1 − β, not β")
-    close_or_diagnose(
+    diagnose(
         t, out[T], torch.prod(alphas), "ᾱ_T = ∏ (1 − β_s) (t = T edge)",
         {
             "you summed instead of multiplying: ᾱ_t is a cumulative *product* (torch.cumprod)":
@@ -94,7 +80,7 @@ def alphas_cumprod(t: Tester, fn):
         },
         hint="ᾱ_T is the product of all T alphas",
     )
-    close_or_diagnose(
+    diagnose(
         t, out, expected, "all of ᾱ_0..ᾱ_T match minidiff.schedules.alphas_cumprod_from_betas",
         {
             "you used cumsum: ᾱ_t is a cumulative product, torch.cumprod(1 - betas, 0)":
@@ -116,7 +102,7 @@ def cosine_betas(t: Tester, fn):
     T = 1000
     out = t.call(fn, T)
     t.tensor(out, shape=(T,), dtype=torch.float64, what="cosine_betas(1000)")
-    close_or_diagnose(
+    diagnose(
         t, out.max(), 0.999, "β_T is clipped to max_beta = 0.999",
         {"you forgot the clip: without it β_T = 1, α_T = 0 and 1/√α_T is infinite; use .clamp(max=max_beta)": 1.0},
         hint="β_T is the largest β and should equal max_beta after the clip",
@@ -124,7 +110,7 @@ def cosine_betas(t: Tester, fn):
     abar = torch.cumprod(1 - out.double(), 0)
     s = 0.008
     f = lambda u: math.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
-    close_or_diagnose(
+    diagnose(
         t, out[0], 1 - f(1) / f(0), "β_1 = 1 − f(1)/f(0) (t = 1 edge)",
         {
             "off by one: β_1 = 1 − ᾱ_1/ᾱ_0 uses f(0) and f(1); f is evaluated at t = 0..T (T + 1 points)":
@@ -133,7 +119,7 @@ def cosine_betas(t: Tester, fn):
         hint="β_t = 1 − ᾱ_t/ᾱ_{t−1} with ᾱ_t = f(t)/f(0) and f(t) = cos²((t/T + s)/(1 + s)·π/2)",
         rtol=1e-4,
     )
-    close_or_diagnose(
+    diagnose(
         t, abar[T // 2 - 1], f(T // 2) / f(0), "∏_{s≤T/2} (1 − β_s) = f(T/2)/f(0) (ᾱ at the middle)",
         {"check the offset s and the factor π/2 in f(t) = cos²((t/T + s)/(1 + s) · π/2)":
              math.cos((T // 2) / T * math.pi / 2) ** 2},
@@ -143,7 +129,7 @@ def cosine_betas(t: Tester, fn):
     T2, s2, m2 = 40, 0.02, 0.9
     out2 = t.call(fn, T2, s2, m2)
     t.tensor(out2, shape=(T2,), what="cosine_betas(40, s=0.02, max_beta=0.9)")
-    close_or_diagnose(
+    diagnose(
         t, out2, ref.cosine_betas(T2, s2, m2), "cosine_betas(40, 0.02, 0.9) matches minidiff.schedules.cosine_betas",
         {
             "you ignore max_beta (0.999 is hard-coded?)": ref.cosine_betas(T2, s2, 0.999),
@@ -167,7 +153,7 @@ def log_snr(t: Tester, fn):
     t.tensor(half, shape=(1,), what="log_snr(0.5)")
     t.close(half, 0.0, "log SNR = 0 where ᾱ = 1/2 (signal and noise equally strong)",
             hint="SNR = ᾱ / (1 − ᾱ) is 1 at ᾱ = 1/2, so its log is 0")
-    close_or_diagnose(
+    diagnose(
         t, out, ref.log_snr(abar), "matches minidiff.schedules.log_snr",
         {
             "you returned the SNR itself: take its log": ref.snr(abar),

@@ -17,8 +17,7 @@ import torch
 
 from .. import forward as ref
 from ..schedules import NoiseSchedule
-from .core import Tester, _Abort, exercise
-from .lesson01 import close_or_diagnose
+from .core import Tester, _Abort, diagnose, exercise
 
 BROADCAST_HINT = (
     "index the schedule with t, then reshape to (B, 1, 1, 1) so it broadcasts over each image: "
@@ -65,7 +64,7 @@ def add_noise(t: Tester, fn):
     out = _call(t, fn, s, x0, eps, ts)
     t.tensor(out, shape=x0.shape, dtype=torch.float32, what="add_noise on a (4, 1, 28, 28) batch")
     mean_only = _call(t, fn, s, x0, torch.zeros_like(x0), ts)
-    close_or_diagnose(
+    diagnose(
         t, mean_only, abar.sqrt() * x0, "with noise = 0 the result is the mean √ᾱ_t · x_0",
         {"missing sqrt: the mean is √ᾱ_t · x_0, not ᾱ_t · x_0": abar * x0,
          "use ᾱ_t (alphas_cumprod), not α_t, to jump from x_0 straight to x_t": _col(s.alphas[ts]).sqrt() * x0,
@@ -73,7 +72,7 @@ def add_noise(t: Tester, fn):
         hint="the mean of q(x_t | x_0) is √ᾱ_t · x_0 (eq. 4)", **F32,
     )
     noise_only = _call(t, fn, s, torch.zeros_like(x0), eps, ts)
-    close_or_diagnose(
+    diagnose(
         t, noise_only, (1 - abar).sqrt() * eps, "with x_0 = 0 the result is √(1 − ᾱ_t) · ε",
         {"variance vs std: ε is multiplied by the standard deviation √(1 − ᾱ_t), not the variance 1 − ᾱ_t": (1 - abar) * eps,
          "the noise scale is √(1 − ᾱ_t), not √ᾱ_t ... check which factor goes with x_0 and which with ε": abar.sqrt() * eps},
@@ -82,7 +81,7 @@ def add_noise(t: Tester, fn):
     t.close(out[0], (1 - s.betas[1]).sqrt().float() * x0[0] + s.betas[1].sqrt().float() * eps[0],
             "t = 1: one step of noise, √(1 − β_1) x_0 + √β_1 ε", hint="t counts from 1: alphas_cumprod[1] = 1 − β_1",
             **F32)
-    close_or_diagnose(
+    diagnose(
         t, out, ref.add_noise(s, x0, eps, ts), "matches minidiff.forward.add_noise on the batch",
         {"off by one in t: alphas_cumprod[t] already is ᾱ_t (index 0 is ᾱ_0 = 1)":
              ref.add_noise(s, x0, eps, ts - 1)},
@@ -115,7 +114,7 @@ def q_step(t: Tester, fn):
 
     out = _call(t, fn, s, x, ts, eps)
     t.tensor(out, shape=x.shape, dtype=torch.float32, what="q_step on a (4, 1, 28, 28) batch")
-    close_or_diagnose(
+    diagnose(
         t, _call(t, fn, s, x, ts, torch.zeros_like(x)), alpha.sqrt() * x,
         "with noise = 0 the result is √α_t · x_{t−1}",
         {"one step scales by √α_t = √(1 − β_t), not √ᾱ_t: ᾱ_t is for the jump from x_0": _col(s.alphas_cumprod[ts]).sqrt() * x,
@@ -123,14 +122,14 @@ def q_step(t: Tester, fn):
          "the mean is √(1 − β_t) x_{t−1}, not √β_t x_{t−1}": beta.sqrt() * x},
         hint="the mean of q(x_t | x_{t−1}) is √α_t · x_{t−1} (eq. 2)", **F32,
     )
-    close_or_diagnose(
+    diagnose(
         t, _call(t, fn, s, torch.zeros_like(x), ts, eps), beta.sqrt() * eps,
         "with x_{t−1} = 0 the result is √β_t · ε",
         {"variance vs std: multiply ε by √β_t, the standard deviation": beta * eps,
          "one step adds noise of variance β_t, not 1 − ᾱ_t": (1 - _col(s.alphas_cumprod[ts])).sqrt() * eps},
         hint="the standard deviation of q(x_t | x_{t−1}) is √β_t (eq. 2)", **F32,
     )
-    close_or_diagnose(
+    diagnose(
         t, out, ref.q_step(s, x, ts, eps), "matches minidiff.forward.q_step on the batch",
         {"off by one in t: s.betas[t] already is β_t (index 0 holds β_0 = 0)": ref.q_step(s, x, (ts - 1).clamp(min=1), eps)},
         hint="if only some images are wrong, " + BROADCAST_HINT, **F32,
@@ -194,13 +193,13 @@ def q_posterior_mean_var(t: Tester, fn):
             hint="at t = 1 use ᾱ_0 = alphas_cumprod[0] = 1: the coefficient of x_t vanishes")
     t.close(var_full[0], torch.zeros_like(x0[0]), "t = 1: the variance β̃_1 is 0", rtol=0, atol=1e-6,
             hint="β̃_1 = (1 − ᾱ_0)/(1 − ᾱ_1) · β_1 and ᾱ_0 = 1: index alphas_cumprod with t − 1")
-    close_or_diagnose(
+    diagnose(
         t, var_full, ref_var_full, "β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t (eq. 7)",
         {"variance vs std: return β̃_t itself, not its square root": ref_var_full.sqrt(),
          "you got β_t: the numerator needs ᾱ_{t−1} = alphas_cumprod[t − 1], not ᾱ_t": torch.broadcast_to(beta, x0.shape)},
         hint="β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t", rtol=1e-3, atol=1e-6,
     )
-    close_or_diagnose(
+    diagnose(
         t, mean, ref_mean, "μ̃_t matches eq. 7 on the batch",
         {"the coefficients of x_0 and x_t are swapped": (abar_prev.sqrt() * beta / (1 - abar)) * xt
              + (_col(s.alphas[ts]).sqrt() * (1 - abar_prev) / (1 - abar)) * x0,

@@ -21,25 +21,11 @@ import torch
 from .. import elbo as ref
 from ..forward import add_noise, q_posterior_mean_var
 from ..schedules import NoiseSchedule
-from .core import Tester, exercise
+from .core import Tester, diagnose, exercise
 
 
-def _matches(a, b, rtol, atol) -> bool:
-    try:
-        a = torch.as_tensor(a).detach().double()
-        b = torch.as_tensor(b).detach().double()
-        return a.numel() == b.numel() and bool(torch.allclose(a.reshape(b.shape), b, rtol=rtol, atol=atol))
-    except (TypeError, RuntimeError, ValueError):
-        return False
 
 
-def _diagnose(t: Tester, got, expected, what: str, mistakes: dict, hint: str, rtol=1e-5, atol=1e-7) -> bool:
-    """t.close; if `got` equals the output of a known mistake, the hint names that mistake."""
-    for mistake_hint, wrong in mistakes.items():
-        if not _matches(expected, wrong, rtol, atol) and _matches(got, wrong, rtol, atol):
-            hint = mistake_hint
-            break
-    return t.close(got, expected, what, hint=hint, rtol=rtol, atol=atol)
 
 
 def _kl_mistakes(m1, v1, m2, v2) -> dict:
@@ -70,10 +56,10 @@ def gaussian_kl(t: Tester, fn):
     zero, one, four = torch.zeros(1, **f64), torch.ones(1, **f64), torch.full((1,), 4.0, **f64)
     out = t.call(fn, zero, one, one, one)
     t.tensor(out, shape=(1,), what="gaussian_kl on tensors of shape (1,)")
-    _diagnose(t, out, [0.5], "KL(N(0, 1) ‖ N(1, 1)) = ½ (a shift by one standard deviation)",
+    diagnose(t, out, [0.5], "KL(N(0, 1) ‖ N(1, 1)) = ½ (a shift by one standard deviation)",
               _kl_mistakes(zero, one, one, one), hint="the mean term is (mean1 − mean2)² / (2 var2)")
     got = t.call(fn, zero, one, zero, four)
-    _diagnose(t, got, [0.5 * (math.log(4) + 0.25 - 1)], "KL(N(0, 1) ‖ N(0, 4)) = ½ (log 4 + ¼ − 1)",
+    diagnose(t, got, [0.5 * (math.log(4) + 0.25 - 1)], "KL(N(0, 1) ‖ N(0, 4)) = ½ (log 4 + ¼ − 1)",
               _kl_mistakes(zero, one, zero, four), hint="½ [log(var2/var1) + var1/var2 − 1] when the means agree")
 
     m1, m2 = torch.randn(5, 3, **f64), torch.randn(5, 3, **f64)
@@ -86,7 +72,7 @@ def gaussian_kl(t: Tester, fn):
     t.tensor(out, shape=(5, 3), what="gaussian_kl on (5, 3) tensors")
     P = torch.distributions.Normal(m1, v1.sqrt())
     Q = torch.distributions.Normal(m2, v2.sqrt())
-    _diagnose(t, out, torch.distributions.kl_divergence(P, Q), "matches torch.distributions.kl_divergence elementwise",
+    diagnose(t, out, torch.distributions.kl_divergence(P, Q), "matches torch.distributions.kl_divergence elementwise",
               _kl_mistakes(m1, v1, m2, v2), hint="½ [log(var2/var1) + (var1 + (mean1 − mean2)²)/var2 − 1]",
               rtol=1e-6, atol=1e-9)
     t.check(bool((out >= -1e-12).all()), "KL ≥ 0 for every pair", hint="a KL divergence is never negative")
@@ -101,7 +87,7 @@ def gaussian_kl(t: Tester, fn):
     # Broadcasting: one reference Gaussian for a whole batch, as for the prior N(0, I).
     out = t.call(fn, m1, v1, torch.zeros(1, **f64), torch.ones(1, **f64))
     t.tensor(out, shape=(5, 3), what="gaussian_kl(mean (5, 3), var (5, 3), mean (1,), var (1,))")
-    _diagnose(t, out, 0.5 * (v1 + m1**2 - 1 - v1.log()), "KL to N(0, 1) broadcasts over the batch",
+    diagnose(t, out, 0.5 * (v1 + m1**2 - 1 - v1.log()), "KL to N(0, 1) broadcasts over the batch",
               _kl_mistakes(m1, v1, torch.zeros(1, **f64), torch.ones(1, **f64)),
               hint="use elementwise torch operations only (no .item(), no loops): then shapes broadcast")
 
@@ -132,7 +118,7 @@ def predict_mean_from_eps(t: Tester, fn):
             (x_t - s.betas[1].float() / (1 - s.alphas_cumprod[1].float()).sqrt() * eps) / s.alphas[1].float().sqrt(),
     }
     mean_q, _ = q_posterior_mean_var(s, x0, x_t, ts)
-    _diagnose(t, out, mean_q, "with the true ε it equals the posterior mean μ̃_t(x_t, x_0) of eq. 7", mistakes,
+    diagnose(t, out, mean_q, "with the true ε it equals the posterior mean μ̃_t(x_t, x_0) of eq. 7", mistakes,
               hint="μ_θ = (x_t − β_t / √(1 − ᾱ_t) · ε) / √α_t (eq. 11)", rtol=1e-4, atol=2e-5)
     t.close(out[0], x0[0], "t = 1: μ̃_1 is x_0 itself (ᾱ_0 = 1, so one step back from x_1 is the data)",
             hint="t counts from 1: betas[1], alphas[1], alphas_cumprod[1] are β_1, α_1, ᾱ_1", rtol=1e-4, atol=2e-5)
@@ -144,7 +130,7 @@ def predict_mean_from_eps(t: Tester, fn):
     tt = torch.randint(1, 201, (64,))
     out = t.call(fn, c, x, tt, e)
     t.tensor(out, shape=(64, 2), dtype=torch.float64, what="predict_mean_from_eps on (64, 2) float64 points")
-    _diagnose(t, out, ref.predict_mean_from_eps(c, x, tt, e), "matches minidiff.elbo.predict_mean_from_eps (cosine, T = 200)",
+    diagnose(t, out, ref.predict_mean_from_eps(c, x, tt, e), "matches minidiff.elbo.predict_mean_from_eps (cosine, T = 200)",
               {"off by one in t: betas[t], alphas[t], alphas_cumprod[t] already are β_t, α_t, ᾱ_t":
                    ref.predict_mean_from_eps(c, x, (tt - 1).clamp(min=1), e)},
               hint="use extract(values, t, x) so that each row gets its own t", rtol=1e-9, atol=1e-12)
@@ -177,7 +163,7 @@ def eps_mse_weight(t: Tester, fn):
     out = t.call(fn, c, tt, s2)
     t.tensor(out, shape=(6,), what="eps_mse_weight on the cosine schedule, T = 100")
     b, a, ab, v = c.betas[tt], c.alphas[tt], c.alphas_cumprod[tt], s2[tt]
-    _diagnose(
+    diagnose(
         t, out, lam, "equals [KL(q(x_{t−1}|x_t,x_0) ‖ p_θ) − C_t] / ‖ε − ε_θ‖², the weight eq. 12 derives", {
             "missing ½: the KL's mean term is ‖μ̃ − μ_θ‖² / (2 σ_t²)": b**2 / (v * a * (1 - ab)),
             "β_t enters squared: μ̃ − μ_θ = β_t / (√α_t √(1 − ᾱ_t)) (ε_θ − ε), and the KL squares it": b / (2 * v * a * (1 - ab)),
@@ -188,7 +174,7 @@ def eps_mse_weight(t: Tester, fn):
             "off by one in t: index every tensor with t itself": ref.eps_mse_weight(c, tt - 1, s2),
         }, hint="λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) (eq. 12)", rtol=1e-6, atol=0)
     ts2 = torch.randint(1, 101, (32,))
-    _diagnose(t, t.call(fn, c, ts2, s2), ref.eps_mse_weight(c, ts2, s2),
+    diagnose(t, t.call(fn, c, ts2, s2), ref.eps_mse_weight(c, ts2, s2),
               "matches minidiff.elbo.eps_mse_weight on 32 random t", {}, hint="index with the whole tensor t",
               rtol=1e-9, atol=0)
 
@@ -200,7 +186,7 @@ def nats_to_bits_per_dim(t: Tester, fn):
     ok = isinstance(got, (float, int, torch.Tensor)) and not isinstance(got, bool)
     if not t.check(ok, "returns a number (or a tensor for tensor input)", f"got {type(got).__name__}"):
         return
-    _diagnose(t, torch.as_tensor(float(got)), torch.tensor(1.0), "784 · ln 2 nats on a 28×28 image is 1 bit/dim", {
+    diagnose(t, torch.as_tensor(float(got)), torch.tensor(1.0), "784 · ln 2 nats on a 28×28 image is 1 bit/dim", {
         "divide by ln 2 (nats → bits), don't multiply": torch.tensor(784 * math.log(2) ** 2 / 784),
         "divide by the number of dimensions D as well": torch.tensor(784.0),
         "bits use log base 2: divide by ln 2 = 0.693, not by log10(2)": torch.tensor(math.log(2) / math.log10(2)),

@@ -18,6 +18,7 @@ minidiff.sampling.ddpm_step with σ_t² = β_t.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -25,25 +26,15 @@ from .. import embedding as emb_ref
 from .. import sampling as samp_ref
 from ..forward import q_posterior_mean_var
 from ..schedules import NoiseSchedule
+from . import core
 from .core import Tester, exercise
 
-
-def _matches(a, b, rtol=1e-4, atol=1e-5) -> bool:
-    try:
-        a = torch.as_tensor(a).detach().double()
-        b = torch.as_tensor(b).detach().double()
-        return a.numel() == b.numel() and bool(torch.allclose(a.reshape(b.shape), b, rtol=rtol, atol=atol))
-    except (TypeError, RuntimeError, ValueError):
-        return False
+# float32 networks: a looser tolerance than the default
+diagnose = partial(core.diagnose, rtol=1e-4, atol=1e-5)
 
 
-def _diagnose(t: Tester, got, expected, what: str, mistakes: dict, hint: str, rtol=1e-4, atol=1e-5) -> bool:
-    """t.close; if `got` equals the output of a known mistake, the hint names that mistake."""
-    for mistake_hint, wrong in mistakes.items():
-        if not _matches(expected, wrong, rtol, atol) and _matches(got, wrong, rtol, atol):
-            hint = mistake_hint
-            break
-    return t.close(got, expected, what, hint=hint, rtol=rtol, atol=atol)
+
+
 
 
 # ---------------------------------------------------------------- 1. timestep embedding
@@ -78,12 +69,12 @@ def timestep_embedding(t: Tester, fn):
             hint="first all sines, then all cosines; sin(0) = 0, cos(0) = 1")
     t.close(out[1, 0], math.sin(1.0), "the first column is sin(t · ω_0) with ω_0 = 1", rtol=1e-4,
             hint="ω_0 = max_period^0 = 1: the fastest frequency comes first")
-    _diagnose(t, out, emb_ref.timestep_embedding(steps, 16), "matches minidiff.embedding.timestep_embedding (dim 16)",
+    diagnose(t, out, emb_ref.timestep_embedding(steps, 16), "matches minidiff.embedding.timestep_embedding (dim 16)",
               _embedding_mistakes(steps, 16), hint="ω_i = exp(−log(max_period) · i / (dim/2)), i = 0..dim/2 − 1")
     rand = torch.randint(1, 1001, (32,))
     out = t.call(fn, rand, 64)
     t.tensor(out, shape=(32, 64), what="the embedding of 32 random t with dim 64")
-    _diagnose(t, out, emb_ref.timestep_embedding(rand, 64), "matches minidiff's embedding for random t, dim 64",
+    diagnose(t, out, emb_ref.timestep_embedding(rand, 64), "matches minidiff's embedding for random t, dim 64",
               _embedding_mistakes(rand, 64), hint="use dim // 2 frequencies, not a fixed number")
 
 
@@ -175,7 +166,7 @@ def ddpm_step(t: Tester, fn):
     b = s.betas[ts].reshape(-1, 1)
     ab = s.alphas_cumprod[ts].reshape(-1, 1)
     al = s.alphas[ts].reshape(-1, 1)
-    _diagnose(t, out, mean, "with z = 0 the step returns the mean μ_θ of eq. 11",
+    diagnose(t, out, mean, "with z = 0 the step returns the mean μ_θ of eq. 11",
               {
                   "β_t / √(1 − ᾱ_t): the square root is on (1 − ᾱ_t)": (x_t - b / (1 - ab) * eps) / al.sqrt(),
                   "divide by √α_t, don't multiply": (x_t - b / (1 - ab).sqrt() * eps) * al.sqrt(),
@@ -189,7 +180,7 @@ def ddpm_step(t: Tester, fn):
     expected = samp_ref.ddpm_step(s, eps, x_t, ts, noise=z, variance="beta")
     t.close(out[0], expected[0], "no noise is added at t = 1 (z = 0 in Algorithm 2)",
             hint="use torch.where(t == 1, 0, σ_t) (per row) so that the last step returns the mean")
-    _diagnose(t, out[1:], expected[1:], "for t > 1 the noise is scaled by σ_t = √β_t",
+    diagnose(t, out[1:], expected[1:], "for t > 1 the noise is scaled by σ_t = √β_t",
               {
                   "σ_t² = β_t is a variance: multiply z by √β_t, not β_t": mean[1:] + b[1:] * z[1:],
                   "this exercise uses σ_t² = β_t, not β̃_t": samp_ref.ddpm_step(s, eps, x_t, ts, noise=z, variance="beta_tilde")[1:],

@@ -19,22 +19,11 @@ import torch
 from .. import score as ref
 from ..data.toy import GaussianMixture
 from ..schedules import NoiseSchedule
-from .core import Tester, exercise
+from .core import Tester, diagnose, exercise
 
 
-def _matches(got, expected, rtol=1e-5, atol=1e-7) -> bool:
-    g = torch.as_tensor(got).detach().cpu().double()
-    e = torch.as_tensor(expected).detach().cpu().double()
-    return g.numel() == e.numel() and bool(torch.allclose(g.reshape(e.shape), e, rtol=rtol, atol=atol))
 
 
-def _diagnose(t: Tester, got, expected, what: str, mistakes: dict, hint: str, rtol=1e-5, atol=1e-7) -> bool:
-    """t.close, but when `got` equals a known wrong answer the hint names that mistake."""
-    for mistake_hint, wrong in mistakes.items():
-        if not _matches(expected, wrong, rtol, atol) and _matches(got, wrong, rtol, atol):
-            hint = mistake_hint
-            break
-    return t.close(got, expected, what, hint=hint, rtol=rtol, atol=atol)
 
 
 def _random_mixture(K=3, D=2):
@@ -51,7 +40,7 @@ def mixture_score(t: Tester, fn):
     mu = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
     one = t.call(fn, x, mu, torch.tensor([0.7], dtype=torch.float64), torch.ones(1, dtype=torch.float64))
     t.tensor(one, shape=(20, 2), what="mixture_score(x, one component)")
-    _diagnose(
+    diagnose(
         t, one, (mu - x) / 0.49, "one Gaussian: the score is (μ − x)/σ²",
         {
             "you divided by σ instead of the variance σ²": (mu - x) / 0.7,
@@ -65,7 +54,7 @@ def mixture_score(t: Tester, fn):
     t.tensor(out, shape=(200, 2), what="mixture_score(x, means, stds, weights)")
     xg = x.clone().requires_grad_(True)
     GaussianMixture(means, stds, weights).log_prob(xg).sum().backward()
-    _diagnose(
+    diagnose(
         t, out, xg.grad, "equals ∇ log p(x) computed by autograd",
         {
             "the weights w_k are missing from the responsibilities r_k(x)":
@@ -96,7 +85,7 @@ def ve_noised(t: Tester, fn):
     t.close(q.means, means, "the means do not move (VE noise has no √ᾱ scaling)",
             hint="x̃ = x_0 + σz adds zero-mean noise: E[x̃] = E[x_0], so the μ_k stay where they are")
     t.close(q.weights, weights, "the weights are kept", hint="noise does not change which component a point came from")
-    _diagnose(
+    diagnose(
         t, q.std, torch.sqrt(stds**2 + 0.64), "the stds are √(σ_k² + σ²)",
         {"you added standard deviations; independent noises add their *variances*": stds + 0.8},
         hint="Var[x_0 + σz | k] = σ_k² + σ²",
@@ -121,7 +110,7 @@ def dsm_objective(t: Tester, fn):
     zero = lambda x_tilde, s: torch.zeros_like(x_tilde)  # noqa: E731
     out0 = t.call(fn, zero, x0, sigma, noise)
     half_norm = 0.5 * noise.pow(2).sum(1).mean()
-    _diagnose(
+    diagnose(
         t, out0, half_norm, "the zero model scores ½ E‖z‖² (with λ(σ) = σ²)",
         {
             "the factor ½ is missing": 2 * half_norm,
@@ -137,7 +126,7 @@ def dsm_objective(t: Tester, fn):
     linear = lambda x_tilde, s: (x_tilde @ w) / s[:, None]  # noqa: E731
     out1 = t.call(fn, linear, x0, sigma, noise)
     expected = ref.dsm_objective(linear, x0, sigma, noise)
-    _diagnose(
+    diagnose(
         t, out1, expected, "a linear model: matches minidiff.score.dsm_objective",
         {
             "the model must see the noised point x̃ = x_0 + σz, not x_0":
@@ -163,7 +152,7 @@ def eps_to_score(t: Tester, fn):
     logq.backward()
     out = t.call(fn, eps.clone(), s, tt)
     t.tensor(out, shape=(B, 2), what="eps_to_score(eps, schedule, t)")
-    _diagnose(
+    diagnose(
         t, out, x_t.grad, "equals ∇ log q(x_t | x_0) by autograd, with one t per row (t = 1 and t = T included)",
         {
             "divide by the standard deviation √(1 − ᾱ_t), not the variance 1 − ᾱ_t": -eps / (1 - abar),
