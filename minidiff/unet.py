@@ -31,7 +31,11 @@ from .embedding import timestep_embedding
 
 
 def _groups(channels: int, max_groups: int = 8) -> int:
-    """The largest group count ≤ max_groups that divides `channels` (GroupNorm needs one)."""
+    """The largest group count ≤ max_groups that divides `channels` (GroupNorm needs one).
+
+    Keep ≥ 2 channels per group in real models: with one channel per group, GroupNorm
+    subtracts each channel's mean and so erases the per-channel timestep shift of ResBlock.
+    """
     g = min(max_groups, channels)
     while channels % g:
         g -= 1

@@ -2,7 +2,8 @@
 
     python tools/execute.py solutions/01_noise_schedules.ipynb [more.ipynb ...]
 
-Runs each notebook with nbclient (`jupyter execute --inplace`), then strips
+Runs each notebook in a fresh kernel with nbclient (in-process, not the
+`jupyter execute` CLI, which hung at kernel shutdown on lesson 05), then strips
 metadata noise with `nbstripout --keep-output --keep-count` (keep-count matters:
 nbval skips cells without execution counts and fails those with outputs).
 """
@@ -12,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
+from nbclient import NotebookClient
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_env  # noqa: E402
 
@@ -20,7 +24,11 @@ def main(paths):
     test_env.apply()
     for p in paths:
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "jupyter", "execute", "--inplace", "--timeout=900", p], check=True)
+        nb = nbformat.read(p, as_version=4)
+        # cwd = the notebook's folder, as nbval and Jupyter use; a cell that fails raises here
+        NotebookClient(nb, timeout=900, kernel_name="python3",
+                       resources={"metadata": {"path": str(Path(p).resolve().parent)}}).execute()
+        nbformat.write(nb, p)
         subprocess.run([sys.executable, "-m", "nbstripout", "--keep-output", "--keep-count", p], check=True)
         print(f"{p}: executed in {time.time() - t0:.0f} s")
 

@@ -21,10 +21,6 @@ from .. import schedules as ref
 from .core import Tester, diagnose, exercise
 
 
-
-
-
-
 @exercise("01", "linear_betas", points=2)
 def linear_betas(t: Tester, fn):
     """β_1..β_T rising linearly: shape, dtype, both ends, the spacing, other arguments."""

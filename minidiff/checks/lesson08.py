@@ -18,8 +18,7 @@ import torch
 
 from .. import guidance as ref
 from ..schedules import NoiseSchedule
-from .core import Tester, exercise
-from .lesson01 import close_or_diagnose
+from .core import Tester, diagnose, exercise
 
 
 class ToyConditional(torch.nn.Module):
@@ -107,7 +106,7 @@ def guided_eps(t: Tester, fn):
         expected = e_null + w * (e_y - e_null)
         what = {0.0: "w = 0 gives the unconditional ε(x_t, t, ∅)", 1.0: "w = 1 gives the conditional ε(x_t, t, y)",
                 3.0: "w = 3 gives ε(∅) + 3·(ε(y) − ε(∅))"}[w]
-        close_or_diagnose(
+        diagnose(
             t, out, expected, what,
             {
                 "that is (1 + w)·ε(y) − w·ε(∅), the other convention: ours is ε(∅) + w·(ε(y) − ε(∅))":
@@ -160,7 +159,7 @@ def implicit_classifier_grad(t: Tester, fn):
     )
     truth = torch.autograd.grad(logp, xs)[0]
     sigma = (1 - schedule.alphas_cumprod[tt]).sqrt()[:, None]
-    close_or_diagnose(
+    diagnose(
         t, out, truth, "equals ∇ log p_t(y | x_t) of the exact mixture classifier (autograd), at t from 1 to T",
         {
             "the sign is flipped: ∇ log p = −ε/√(1 − ᾱ_t), so the difference gets a minus sign": -truth,
@@ -192,7 +191,7 @@ def guided_ddim_step(t: Tester, fn):
     eps_y = model(x, tt, y)
     ab, abp = schedule.alphas_cumprod[tt].float().view(-1, 1, 1, 1), schedule.alphas_cumprod[tp].float().view(-1, 1, 1, 1)
     unguided = abp.sqrt() * (x - (1 - ab).sqrt() * eps_y) / ab.sqrt() + (1 - abp).sqrt() * eps_y
-    close_or_diagnose(
+    diagnose(
         t, out, expected, "matches minidiff.guidance.guided_ddim_step (w = 3, several t → t_prev)",
         {"you used the conditional ε(y), not the guided ε̃: call guided_eps(model, x_t, t, y, w)": unguided},
         hint="x̂_0 = (x_t − √(1 − ᾱ_t) ε̃)/√ᾱ_t, then x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̃ (index ᾱ with t and t_prev)",
