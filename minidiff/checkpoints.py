@@ -14,11 +14,12 @@ run arbitrary code; weights_only restricts it to tensors and plain containers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
+
+from .data.mnist import sha256_file  # one file hasher for data and checkpoints
 
 FORMAT = "minidiff-checkpoint-1"
 REPO = Path(__file__).resolve().parents[1]
@@ -35,14 +36,6 @@ def _model_classes() -> dict:
     from .unet import UNet
 
     return {"UNet": UNet, "MNISTClassifier": MNISTClassifier}
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_paths(name_or_path) -> tuple[Path, Path]:

@@ -368,6 +368,13 @@ def print_table(res: dict, out=None) -> None:
     print(f"total: {res['score']:g} / {res['points']:g}", file=out)
 
 
+def explain(res: dict) -> str:
+    """Everything one notebook's grading found, unabridged: every exercise's messages and every
+    cell's status. For a teacher chasing a surprising score (and for the grader's own tests)."""
+    return "\n".join(f"{r['exercise']}: {r['score']}/{r['points']} {r['status']}: {r['messages']}"
+                     for r in res["exercises"]) + f"\ncells: {res['cells']}"
+
+
 def _short(text: str, width: int = 70) -> str:
     text = " ".join(text.lstrip("✗ ").split())
     return text if len(text) <= width else text[: width - 1] + "…"

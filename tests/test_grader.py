@@ -36,11 +36,6 @@ def _rows(res):
     return {r["exercise"]: r for r in res["exercises"]}
 
 
-def _explain(res):
-    return "\n".join(f"{r['exercise']}: {r['score']}/{r['points']} {r['status']}: {r['messages']}"
-                     for r in res["exercises"]) + f"\ncells: {res['cells']}"
-
-
 # -- editing a solved notebook into a broken one -------------------------------------------
 def solution_blocks(nb):
     """(cell index, line of BEGIN, line of END, indent) of every code solution block."""
@@ -141,7 +136,7 @@ def test_fixture_cli_two_learners(tmp_path, capsys):
         ("add", 2, 2, "ok"), ("square", 1, 1, "ok"), ("total", 3, 3, "ok")]
     assert all(c["status"] == "ok" and c["seconds"] >= 0 for c in solved["cells"])
     assert solved["kernel_restarts"] == untouched["kernel_restarts"] == 0
-    assert [r["status"] for r in untouched["exercises"]] == ["not attempted"] * 3, _explain(untouched)
+    assert [r["status"] for r in untouched["exercises"]] == ["not attempted"] * 3, grader.explain(untouched)
     assert [r["score"] for r in untouched["exercises"]] == [0, 0, 0]
     # a top-level stub: its check cell raised NameError, the reason names the stub instead
     assert "NotImplementedError" in _rows(untouched)["total"]["message"]
@@ -156,11 +151,11 @@ def test_fixture_wrong_loop_and_dead_kernel(tmp_path, capsys):
     path = write_variant(nb, tmp_path, "99_broken.ipynb", FIXTURES / "lesson99.py")
     res = grader.grade([path], timeout=8, tier="tiny")["notebooks"][0]
     rows = _rows(res)
-    assert (rows["add"]["score"], rows["add"]["status"]) == (0, "failed"), _explain(res)
+    assert (rows["add"]["score"], rows["add"]["status"]) == (0, "failed"), grader.explain(res)
     assert "add(2, 3) == 5" in rows["add"]["message"]
-    assert (rows["square"]["score"], rows["square"]["status"]) == (0, "timeout"), _explain(res)
+    assert (rows["square"]["score"], rows["square"]["status"]) == (0, "timeout"), grader.explain(res)
     assert "timed out after 8 s" in rows["square"]["message"]
-    assert (rows["total"]["score"], rows["total"]["status"]) == (3, "ok"), _explain(res)
+    assert (rows["total"]["score"], rows["total"]["status"]) == (3, "ok"), grader.explain(res)
     assert res["kernel_restarts"] == 1
     assert [c["status"] for c in res["cells"] if c["index"] in (7, 8)] == ["timeout", "dead"]
     assert "total: 3 / 6" in capsys.readouterr().out
@@ -179,8 +174,8 @@ def test_last_report_counts_missing_check_and_stuck_kernel(tmp_path, monkeypatch
     monkeypatch.setattr(grader, "PROBE_TIMEOUT", 3)
     res = grader.grade_notebook(path, timeout=8, tier="tiny")
     rows = _rows(res)
-    assert rows["add"]["score"] == 2 and rows["square"]["score"] == 1, _explain(res)
-    assert res["kernel_restarts"] == 1 and "did not answer" in res["cells"][3]["error"], _explain(res)
+    assert rows["add"]["score"] == 2 and rows["square"]["score"] == 1, grader.explain(res)
+    assert res["kernel_restarts"] == 1 and "did not answer" in res["cells"][3]["error"], grader.explain(res)
     assert (rows["total"]["status"], rows["total"]["score"]) == ("missing", 0)
     assert "check.total" in rows["total"]["message"]
 
@@ -229,15 +224,15 @@ def test_broken_solution_is_graded_on(kind, tmp_path):
     rows = _rows(res)
     for name, p in points.items():
         if name == broken:
-            assert rows[name]["score"] < p, _explain(res)
+            assert rows[name]["score"] < p, grader.explain(res)
         else:
-            assert rows[name]["score"] == p, _explain(res)
+            assert rows[name]["score"] == p, grader.explain(res)
     if kind == "wrong":
-        assert rows[broken]["status"] in ("failed", "error"), _explain(res)
+        assert rows[broken]["status"] in ("failed", "error"), grader.explain(res)
         assert res["score"] == sum(points.values()) - (points[broken] - rows[broken]["score"])
     if kind == "loop":
-        assert rows[broken]["status"] == "timeout" and rows[broken]["score"] == 0, _explain(res)
+        assert rows[broken]["status"] == "timeout" and rows[broken]["score"] == 0, grader.explain(res)
         assert "timed out after 10 s" in rows[broken]["message"]
         assert list(points).index(broken) < len(points) - 1  # later exercises exist, and scored above
     if kind == "dead":
-        assert res["kernel_restarts"] == 1 and any(c["status"] == "dead" for c in res["cells"]), _explain(res)
+        assert res["kernel_restarts"] == 1 and any(c["status"] == "dead" for c in res["cells"]), grader.explain(res)

@@ -13,15 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _explain(res):
-    return "\n".join(f"{r['exercise']}: {r['score']}/{r['points']} {r['status']}: {r['messages']}"
-                     for r in res["exercises"]) + f"\ncells: {res['cells']}"
-
-
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_untouched_lesson_gets_zero(path):
     res = grader.grade_notebook(path, timeout=300, tier="tiny")
-    assert res["exercises"] and res["score"] == 0, _explain(res)
-    assert all(r["status"] == "not attempted" for r in res["exercises"]), _explain(res)
+    assert res["exercises"] and res["score"] == 0, grader.explain(res)
+    assert all(r["status"] == "not attempted" for r in res["exercises"]), grader.explain(res)
     assert res["kernel_restarts"] == 0 and not any(c["status"] in ("timeout", "dead") for c in res["cells"]), \
-        _explain(res)
+        grader.explain(res)
