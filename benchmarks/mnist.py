@@ -112,7 +112,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = pick_device()
     t_all = time.perf_counter()
-    hw = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {torch.get_num_threads()} threads (shared machine)"
+    hw = (torch.cuda.get_device_name() if device.type == "cuda"
+          else f"CPU {platform.machine()}, {torch.get_num_threads()} threads (shared machine)")
 
     clf = load_checkpoint("mnist_classifier", device=device)
     model = load_checkpoint("unet_mnist", device=device)

@@ -187,12 +187,13 @@ def write_table(results: dict) -> None:
         + ", ".join(f"`{b}` = {c['steps']:,} steps" for b, c in BUDGETS.items())
         + " (`cpu` is exactly the notebook's training).",
         "",
-        f"* **distance / floor**: energy distance between {N_SAMPLES:,} samples (4,000 for large-T1000) and fresh data, in chunks of n = {CHUNK},",
+        f"* **distance / floor**: energy distance between {N_SAMPLES:,} samples (4,000 for large-T1000) and fresh data, "
+        f"in chunks of n = {CHUNK},",
         "  divided by the distance between two independent data samples of that size (`metrics.quality`). ≈ 1: as good",
         "  as this test can tell at n = 500; the ratio of a perfect sampler scatters by about ±0.15.",
         "* **density check**: gmm8, −E log p_data(samples) − H in nats (0 = perfect, > 0 = blurred, < 0 = too concentrated);",
         "  checkerboard, the share of samples on black squares (1 = perfect).",
-        f"* **ELBO − H**: the model's bound in nats (`elbo.vlb_terms`, Gaussian decoder, σ_t² = β_t) minus the exact entropy,",
+        "* **ELBO − H**: the model's bound in nats (`elbo.vlb_terms`, Gaussian decoder, σ_t² = β_t) minus the exact entropy,",
         f"  estimated as the mean of L(x) + log p_data(x) over {N_ELBO:,} fresh points (2,000 for large-T1000), ± its standard",
         "  error (mostly the Monte Carlo noise of `vlb_terms`, one x_t per point and t). A property of the trained model,",
         "  the same for every sampler. For gmm8, in brackets: the same gap for the exact ε*, and model − ε* computed with",
@@ -223,7 +224,8 @@ def write_table(results: dict) -> None:
                 continue
             dc = s["density_check"]
             dc_txt = "—" if dc is None else (f"{dc:.1%} on black" if d == "checkerboard" else f"{dc:+.3f}")
-            lines.append(f"| {d} | {b} | {sname} | {s['ratio']:.2f} | {dc_txt} | {elbo_txt} | {row['train_cpu_s']:.0f} | {s['sample_cpu_s']:.1f} |")
+            lines.append(f"| {d} | {b} | {sname} | {s['ratio']:.2f} | {dc_txt} | {elbo_txt} "
+                         f"| {row['train_cpu_s']:.0f} | {s['sample_cpu_s']:.1f} |")
     meta = results.get("_meta", {})
     totals = []
     for b in BUDGETS:

@@ -22,7 +22,6 @@ from numbers import Real
 
 import torch
 
-
 # -- the three schedules: each returns β_1..β_T (float64, length T) --------------------
 
 

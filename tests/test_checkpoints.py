@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from minidiff.checkpoints import (CheckpointError, checkpoint_paths, load_checkpoint, read_card,
-                                  save_checkpoint, sha256_file, update_card)
+from minidiff.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_card, save_checkpoint, sha256_file, update_card
 from minidiff.classifier import MNISTClassifier
 from minidiff.unet import UNet
 

@@ -102,7 +102,8 @@ def test_deterministic_bytes():
 
 
 def test_stub_keeps_marker_indentation():
-    src = "class A:\n    def f(self):\n        if True:\n            ### BEGIN SOLUTION\n            return 1\n            ### END SOLUTION\n        return 2"
+    src = ("class A:\n    def f(self):\n        if True:\n"
+           "            ### BEGIN SOLUTION\n            return 1\n            ### END SOLUTION\n        return 2")
     out = ml.strip_source(src)
     assert '            raise NotImplementedError("f: not written yet")' in out.split("\n")
     assert out.endswith("        return 2")

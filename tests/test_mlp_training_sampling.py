@@ -4,13 +4,13 @@ DDPM ancestral sampling (sampling.py). Oracles are closed forms, not stored numb
 import pytest
 import torch
 
+from minidiff import metrics
 from minidiff.data import toy
 from minidiff.forward import q_posterior_mean_var
 from minidiff.mlp import EpsMLP, count_parameters
 from minidiff.sampling import ddpm_sample, ddpm_step, posterior_variance, predict_x0, trajectory_timesteps
 from minidiff.schedules import NoiseSchedule
 from minidiff.training import ddpm_loss, sample_timesteps, smooth, train_toy
-from minidiff import metrics
 
 
 @pytest.fixture(autouse=True)

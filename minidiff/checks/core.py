@@ -201,7 +201,8 @@ class Tester:
             i = int(torch.nan_to_num(err, nan=math.inf).flatten().argmax())
             detail = (
                 f"expected {_fmt(e)}, got {_fmt(g)}"
-                + (f" (worst at flat index {i}: expected {e.flatten()[i].item():.6g}, got {g.flatten()[i].item():.6g})" if e.numel() > 1 else "")
+                + (f" (worst at flat index {i}: expected {e.flatten()[i].item():.6g}, got {g.flatten()[i].item():.6g})"
+                   if e.numel() > 1 else "")
             )
         return self._record(ok, what, detail, hint)
 

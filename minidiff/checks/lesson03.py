@@ -24,10 +24,6 @@ from ..schedules import NoiseSchedule
 from .core import Tester, diagnose, exercise
 
 
-
-
-
-
 def _kl_mistakes(m1, v1, m2, v2) -> dict:
     """What the usual slips in the Gaussian KL return."""
     d2 = (m1 - m2) ** 2

@@ -22,10 +22,6 @@ from ..schedules import NoiseSchedule
 from .core import Tester, diagnose, exercise
 
 
-
-
-
-
 def _random_mixture(K=3, D=2):
     means = 2 * torch.randn(K, D, dtype=torch.float64)
     stds = 0.3 + torch.rand(K, dtype=torch.float64)
@@ -167,7 +163,8 @@ def eps_to_score(t: Tester, fn):
     out_int = t.call(fn, e32, s, 500)
     t.tensor(out_int, shape=(4, 2), what="eps_to_score(eps, schedule, 500) (an int t)")
     t.close(out_int, ref.eps_to_score(e32, s, 500), "an int t works for the whole batch",
-            hint="same formula as above with one t for every row; minidiff.schedules.extract(values, t, x) handles ints and (B,) tensors", rtol=1e-5)
+            hint="same formula as above with one t for every row; "
+                 "minidiff.schedules.extract(values, t, x) handles ints and (B,) tensors", rtol=1e-5)
     if isinstance(out_int, torch.Tensor):
         t.check(out_int.dtype == torch.float32, "float32 ε gives a float32 score",
                 f"got {out_int.dtype}", hint="cast ᾱ_t (float64) to eps.dtype before dividing")
