@@ -173,6 +173,14 @@ def targets(r: dict) -> list[str]:
         f0 = sweep[0.0]["fid"]
         out.append(f"- classifier FID at w = 0 no worse than lesson 05's unconditional model: "
                    f"**{'met' if f0 <= u['fid'] else 'not met'}** ({f0:.1f} vs {u['fid']:.1f}).")
+        try:
+            ucard = read_card(u["checkpoint"])["training"]
+            seen_null = tr.get("p_uncond", 0) * tr.get("images_seen", 0)
+            out.append(f"  With label dropout only p_uncond = {tr.get('p_uncond')} of the conditional model's training "
+                       f"images taught it ε(x_t, t, ∅): about {seen_null:,.0f}, against {ucard.get('images_seen', 0):,} "
+                       "for the unconditional model, which spent its whole budget on that one task.")
+        except (CheckpointError, KeyError, TypeError):
+            pass
     elif 0.0 in sweep:
         out.append("- classifier FID at w = 0 vs lesson 05's unconditional model: not measured (no checkpoint).")
     return out
