@@ -31,7 +31,7 @@ import torch
 
 from .forward import _float, _schedule
 from .notebook import progress
-from .sampling import _randn, ddpm_sample, ddpm_step
+from .sampling import _batch_shape, _randn, ddpm_sample, ddpm_step
 from .schedules import NoiseSchedule
 
 # ---------------------------------------------------------------- plain Langevin
@@ -155,9 +155,7 @@ def annealed_langevin_sample(
       a CPU tensor of shape (L + 1, *shape) (before the final denoising).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    shape = tuple(shape)
-    if not shape or shape[0] < 1:
-        raise ValueError(f"shape must start with a positive batch size, got {shape}")
+    shape = _batch_shape(shape)
     if isinstance(n_steps_each, bool) or not isinstance(n_steps_each, int) or n_steps_each < 1:
         raise ValueError(f"n_steps_each must be a positive int, got {n_steps_each!r}")
     _check_step("step_lr", step_lr)
@@ -239,9 +237,7 @@ def pc_sample(
     """
     s = _schedule(schedule)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    shape = tuple(shape)
-    if not shape or shape[0] < 1:
-        raise ValueError(f"shape must start with a positive batch size, got {shape}")
+    shape = _batch_shape(shape)
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise ValueError(f"n_corrector must be a non-negative int, got {n_corrector!r}")
     if not snr > 0:

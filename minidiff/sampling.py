@@ -35,6 +35,14 @@ from .schedules import extract
 VARIANCES = ("beta", "beta_tilde")
 
 
+def _batch_shape(shape) -> tuple:
+    """`shape` as a tuple whose first entry, the batch size, is positive (every sampler's x_T)."""
+    shape = tuple(shape)
+    if not shape or shape[0] < 1:
+        raise ValueError(f"shape must start with a positive batch size, got {shape}")
+    return shape
+
+
 def _randn(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
     # Draw on the generator's device, then move: results then depend only on the seed,
     # and a CPU generator still works for CUDA sampling.
@@ -149,9 +157,7 @@ def ddpm_sample(
     """
     s = _schedule(schedule)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    shape = tuple(shape)
-    if not shape or shape[0] < 1:
-        raise ValueError(f"shape must start with a positive batch size, got {shape}")
+    shape = _batch_shape(shape)
     if trajectory_stride < 1:
         raise ValueError(f"trajectory_stride must be ≥ 1, got {trajectory_stride}")
     x = _randn(shape, generator, device)  # x_T ~ N(0, I)

@@ -187,3 +187,15 @@ def test_pc_errors():
         langevin.pc_sample(zero, sched, (4, 2), snr=0.0)
     with pytest.raises(TypeError, match="schedule"):
         langevin.pc_sample(zero, object(), (4, 2))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "annealed", "pc"])
+@pytest.mark.parametrize("shape", [(), (0, 2)])
+def test_samplers_refuse_an_empty_batch(sampler, shape):
+    sched = NoiseSchedule.make("linear", 10)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    run = {"ddpm": lambda: ddpm_sample(zero, sched, shape),
+           "annealed": lambda: langevin.annealed_langevin_sample(zero, geometric_sigmas(1.0, 0.1, 3), shape),
+           "pc": lambda: langevin.pc_sample(zero, sched, shape)}[sampler]
+    with pytest.raises(ValueError, match="positive batch size"):
+        run()

@@ -8,14 +8,6 @@ import torch
 from minidiff import metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_energy_distance_of_two_point_masses():
     # All x at 0, all y at a: E‖X − Y‖ = |a|, the within-sample terms are 0, so D_E = 2|a|.
     x = torch.zeros(10, 2)

@@ -13,14 +13,6 @@ from minidiff.schedules import NoiseSchedule
 from minidiff.training import ddpm_loss, sample_timesteps, smooth, train_toy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def sched(T=100):
     return NoiseSchedule.make("linear", T=T, beta_1=1e-4 * 1000 / T, beta_T=min(0.02 * 1000 / T, 0.5))
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import gen, random_mixture_params
 
 from minidiff import score
 from minidiff.data import toy
@@ -14,15 +15,8 @@ from minidiff.schedules import NoiseSchedule
 torch.set_num_threads(1)
 
 
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
 def random_mixture(seed=0, K=3, D=2):
-    g = gen(seed)
-    means = 2 * torch.randn(K, D, generator=g, dtype=torch.float64)
-    std = 0.3 + torch.rand(K, generator=g, dtype=torch.float64)
-    weights = 0.2 + torch.rand(K, generator=g, dtype=torch.float64)
+    means, std, weights = random_mixture_params(seed, K, D)
     return means, std, weights / weights.sum()
 
 
