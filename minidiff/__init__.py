@@ -1,30 +1,31 @@
 """minidiff: a tiny diffusion-model package, built one lesson at a time.
 
-Each module is added by one lesson (README has the lesson table), and later
-lessons import what earlier ones built:
+Layered from the bottom up; a module imports only from the layers above it in this list
+(tests/test_layout.py checks it), and each is added by one lesson:
 
-    notebook     every lesson  setup(): seeds, threads, figures, device, budget tier
-    data.toy         02–07    2D datasets; exact densities and scores where they exist
-    data.mnist       02,05,08 MNIST from the official files, checksummed and cached
-    schedules        01       β_t, α_t, ᾱ_t, SNR                      (NoiseSchedule)
-    forward          02       q(x_t | x_0) = add_noise, q(x_{t−1} | x_t, x_0)
-    elbo             03       Gaussian KL, eqs. 11–12, the bound L_T + Σ L_{t−1} + L_0
+    utils            all      argument checks, seeded random numbers, the device, progress bars
+    paths            02,05    where data, checkpoints and caches are found; sha256 of files
+    schedules        01       β_t, α_t, ᾱ_t, SNR                           (NoiseSchedule)
+    forward          02–04    q(x_t | x_0) = add_noise, the posterior, predict_x0, σ_t² tables
+    losses           04       L_simple (ddpm_loss)
+    elbo             03       Gaussian KL, DDPM eqs. 5, 11–13: the bound L_T + Σ L_{t−1} + L_0
     embedding        04       sinusoidal timestep embedding
     mlp              04       EpsMLP: ε_θ(x_t, t) for 2D points
-    training         04       L_simple (ddpm_loss), train_toy
-    sampling         04       Algorithm 2: ddpm_step, ddpm_sample
-    metrics          04       energy distance / MMD against the data floor
     unet             05       UNet (optionally class-conditional)
     ema              05       EMA of the weights
-    train_unet       05       one training function for every tier, resumable
-    ddim             05       DDIM sampler (η, step count)
-    classifier, fid  05       the evaluation instrument: classifier FID
-    checkpoints      05       save with a card, load with sha256 + weights_only
+    training         04       the one training loop: train(), lr_at, resumable state, hooks
+    sampling         04       the one sampling loop `simulate`, DDPM's ddpm_step / ddpm_sample
+    ddim             05       DDIM step and sampler
     score            06       scores, ε ↔ score, denoising score matching
     langevin         07       Langevin, annealed Langevin, predictor–corrector
-    guidance         08       classifier-free guidance
-    checks           all      the checks behind every exercise
-    grader           all      the grader teachers run
+    guidance         08       classifier-free guidance: label dropout, the guided ε, cfg_loss
+    checkpoints      05       save with a card, load with sha256 + weights_only
+    data.toy         02–07    2D datasets; exact densities and scores where they exist
+    data.mnist       02,05,08 MNIST from the official files, checksummed and cached
+    eval             04–08    metrics (2D distances), classifier, fid, guidance trade-off numbers
+    scripts          05,08    command lines that train and ship the checkpoints
+
+Beside the library, never imported by it: `minidiff.course` (lesson setup, checks, grader).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

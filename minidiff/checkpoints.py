@@ -1,6 +1,7 @@
 """Shipped checkpoints: weights plus a card, verified before use (lesson 05).
 
-A checkpoint NAME is two files in data/checkpoints/:
+A checkpoint NAME is two files in the checkpoint folder (`paths.find_dir("checkpoints")`:
+$MINIDIFF_CHECKPOINT_DIR, then <repo>/data/checkpoints, then ~/.cache/minidiff/checkpoints):
 
     NAME.pt    {"format", "class", "config", "state_dict"}: the model's constructor arguments
                and its weights (tensors only, so it loads with torch.load(weights_only=True))
@@ -19,33 +20,23 @@ from pathlib import Path
 
 import torch
 
-from .data.mnist import sha256_file  # one file hasher for data and checkpoints
+from .paths import find_dir, sha256_file
 
 FORMAT = "minidiff-checkpoint-1"
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT_DIR = REPO / "data" / "checkpoints"
 
 
 class CheckpointError(RuntimeError):
     """A missing, altered or incompatible checkpoint; the message says which and what to do."""
 
 
-def _model_classes() -> dict:
-    # imported here so that `minidiff.checkpoints` stays importable on its own
-    from .classifier import MNISTClassifier
-    from .unet import UNet
-
-    return {"UNet": UNet, "MNISTClassifier": MNISTClassifier}
-
-
 def checkpoint_paths(name_or_path) -> tuple[Path, Path]:
-    """(NAME.pt, NAME.json) for a bare name ("unet_mnist": looked up in data/checkpoints/)
+    """(NAME.pt, NAME.json) for a bare name ("unet_mnist": looked up in the checkpoint folder)
     or a path with or without the .pt suffix."""
     p = Path(name_or_path)
     if p.suffix in (".pt", ".json"):
         p = p.with_suffix("")
     if len(p.parts) == 1 and not p.exists() and not p.with_suffix(".pt").exists():
-        p = CHECKPOINT_DIR / p
+        p = find_dir("checkpoints") / p
     return p.with_suffix(".pt"), p.with_suffix(".json")
 
 
@@ -97,7 +88,7 @@ def update_card(path, **fields) -> dict:
 def _verified_payload(path) -> tuple[dict, dict]:
     pt, js = checkpoint_paths(path)
     if not pt.exists():
-        raise CheckpointError(f"{pt}: checkpoint file not found. Shipped checkpoints live in {CHECKPOINT_DIR}; "
+        raise CheckpointError(f"{pt}: checkpoint file not found. Shipped checkpoints live in {find_dir('checkpoints')}; "
                               f"re-create it with the command in its card ({js.name}) if you have it.")
     card = read_card(path)
     digest = sha256_file(pt)
@@ -130,19 +121,23 @@ def load_state_into(model: torch.nn.Module, state_dict: dict, source: str = "che
     return model
 
 
-def load_checkpoint(path, model: torch.nn.Module | None = None, device="cpu") -> torch.nn.Module:
+def load_checkpoint(path, build, device="cpu") -> torch.nn.Module:
     """Verify NAME.pt against its card's sha256, load it with weights_only=True, and return the
-    model in eval mode on `device` (float32 weights; built from the stored config unless given).
+    model in eval mode on `device` (float32 weights).
 
-    Raises CheckpointError for a missing file, a hash mismatch, or an architecture mismatch
-    (listing the missing and unexpected keys).
+    build: the model class (or any constructor) that takes the stored config as keyword
+           arguments, e.g. `load_checkpoint("unet_mnist", UNet)`; or a model already built.
+    Raises CheckpointError for a missing file, a hash mismatch, a checkpoint of another class,
+    or an architecture mismatch (listing the missing and unexpected keys).
     """
     payload, _ = _verified_payload(path)
-    if model is None:
-        classes = _model_classes()
-        cls = classes.get(payload["class"])
-        if cls is None:
-            raise CheckpointError(f"{path}: unknown model class {payload['class']!r}; known: {sorted(classes)}")
-        model = cls(**payload["config"])
+    if isinstance(build, torch.nn.Module):
+        model = build
+    else:
+        name = getattr(build, "__name__", None)
+        if isinstance(build, type) and name != payload["class"]:
+            raise CheckpointError(f"{path}: holds a {payload['class']}, not a {name}: "
+                                  f"load it with load_checkpoint({str(path)!r}, {payload['class']})")
+        model = build(**payload["config"])
     load_state_into(model, payload["state_dict"], source=str(checkpoint_paths(path)[0]))
     return model.to(device).eval()

@@ -3,9 +3,9 @@
 A model trained with L_simple only ever learned ε_θ(x_t, t); nothing forces us to undo the
 forward process one step at a time. DDIM jumps from t to any earlier t_prev:
 
-    x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t                                   (eq. 9)
-    x_{t_prev} = √ᾱ_{t_prev} x̂_0 + √(1 − ᾱ_{t_prev} − σ²) ε_θ(x_t, t) + σ z          (eq. 12)
-    σ = η · √((1 − ᾱ_{t_prev}) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_{t_prev})               (eq. 16)
+    x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t                                   (DDIM eq. 9)
+    x_{t_prev} = √ᾱ_{t_prev} x̂_0 + √(1 − ᾱ_{t_prev} − σ²) ε_θ(x_t, t) + σ z          (DDIM eq. 12)
+    σ = η · √((1 − ᾱ_{t_prev}) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_{t_prev})               (DDIM eq. 16)
 
 η = 0: deterministic (the same x_T always gives the same image; few steps suffice).
 η = 1 with t_prev = t − 1: exactly DDPM's ancestral step with σ_t² = β̃_t (tests check this).
@@ -20,10 +20,10 @@ from typing import Callable
 
 import torch
 
-from .forward import _float, _schedule
-from .notebook import progress
-from .sampling import _randn, _timesteps
+from .forward import predict_x0
+from .sampling import simulate
 from .schedules import extract
+from .utils import batch_shape, check_float, check_prediction, check_schedule, check_timesteps, randn
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
@@ -45,41 +45,43 @@ def ddim_step(
     generator: torch.Generator | None = None,
     clip_denoised: float | None = None,
 ) -> torch.Tensor:
-    """One DDIM jump x_t → x_{t_prev} (eqs. 9, 12, 16) for 0 ≤ t_prev < t ≤ T.
+    """One DDIM jump x_t → x_{t_prev} (DDIM eqs. 9, 12, 16) for 0 ≤ t_prev < t ≤ T.
 
     eps: the ε prediction (tensor shaped like x_t) or the model, called as eps(x_t, t).
     clip_denoised = c clamps x̂_0 to [−c, c] and recomputes ε from it, so the step stays consistent.
     """
-    s = _schedule(schedule)
-    _float("x_t", x_t)
-    t, t_prev = _timesteps(t, x_t), _timesteps(t_prev, x_t)
+    s = check_schedule(schedule)
+    check_float("x_t", x_t)
+    t, t_prev = check_timesteps(t, x_t), check_timesteps(t_prev, x_t)
     if (t < 1).any() or (t > s.T).any() or (t_prev < 0).any() or (t_prev >= t).any():
         raise ValueError(f"need 0 ≤ t_prev < t ≤ T = {s.T}: DDIM jumps back in time")
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
     if callable(eps) and not isinstance(eps, torch.Tensor):
         eps = eps(x_t, t)
-    if not isinstance(eps, torch.Tensor) or eps.shape != x_t.shape:
-        raise ValueError(f"the ε prediction must be a tensor shaped like x_t {tuple(x_t.shape)}")
+    check_prediction("the ε prediction", eps, x_t)
     abar = extract(s.alphas_cumprod, t, x_t)
     abar_prev = extract(s.alphas_cumprod, t_prev, x_t)
-    x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()  # eq. 9
+    # 1. the predicted x_0 (DDIM eq. 9), optionally clipped, with ε made consistent with it
+    x0 = predict_x0(s, x_t, t, eps)
     if clip_denoised is not None:
         x0 = x0.clamp(-clip_denoised, clip_denoised)
         eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
-    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # eq. 16
-    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps  # eq. 12
+    # 2. the noise scale σ (DDIM eq. 16)
+    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
+    # 3. x_{t_prev} = √ᾱ_{t_prev} x̂_0 + "direction pointing to x_t" + σ z (DDIM eq. 12)
+    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
     if eta > 0:
         if noise is None:
-            noise = _randn(x_t.shape, generator, x_t.device, x_t.dtype)
+            noise = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         x_prev = x_prev + sigma * noise
     return x_prev
 
 
 @torch.no_grad()
 def ddim_sample(
-    eps_model: Callable,
     schedule,
+    eps_model: Callable,
     shape,
     steps: int = 50,
     eta: float = 0.0,
@@ -95,18 +97,14 @@ def ddim_sample(
     return_trajectory: also return the steps + 1 states x_T, ..., x_0 as a CPU tensor
     (steps + 1, *shape) — a short trajectory, handy for animations.
     """
-    s = _schedule(schedule)
+    s = check_schedule(schedule)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    shape = tuple(shape)
-    ts = ddim_timesteps(s.T, steps)
-    x = _randn(shape, generator, device)
-    traj = [x.cpu()]
-    for i in progress(range(len(ts)), desc="DDIM", disable=not show_progress, leave=False):
-        t = torch.full((shape[0],), ts[i], device=device, dtype=torch.long)
-        t_prev = torch.full_like(t, ts[i + 1] if i + 1 < len(ts) else 0)
-        x = ddim_step(s, eps_model(x, t), x, t, t_prev, eta=eta, generator=generator, clip_denoised=clip_denoised)
-        if return_trajectory:
-            traj.append(x.cpu())
-    if return_trajectory:
-        return x, torch.stack(traj)
-    return x
+    shape = batch_shape(shape)
+
+    def step(x, t, t_prev):
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        return ddim_step(s, eps_model(x, tt), x, tt, t_prev, eta=eta, generator=generator, clip_denoised=clip_denoised)
+
+    x_T = randn(shape, generator, device)
+    return simulate(step, x_T, ddim_timesteps(s.T, steps) + [0], return_trajectory=return_trajectory,
+                    show_progress=show_progress, desc="DDIM")

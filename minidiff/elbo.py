@@ -9,8 +9,8 @@ DDPM (Ho et al. 2020) eq. 5 bounds the negative log-likelihood of one example x_
 
 with p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I) and an ε-model:
 
-    μ_θ(x_t, t) = (x_t − β_t / √(1 − ᾱ_t) · ε_θ(x_t, t)) / √α_t            (eq. 11)
-    L_{t−1} = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) · ‖ε − ε_θ‖² + C_t               (eq. 12)
+    μ_θ(x_t, t) = (x_t − β_t / √(1 − ᾱ_t) · ε_θ(x_t, t)) / √α_t            (DDPM eq. 11)
+    L_{t−1} = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) · ‖ε − ε_θ‖² + C_t               (DDPM eq. 12)
 
 `vlb_terms` evaluates every term for a batch and an `eps_model(x_t, t)`;
 `nats_to_bits_per_dim` turns the result into the unit papers report.
@@ -23,42 +23,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import add_noise, q_posterior_mean_var
+from .forward import add_noise, predict_mean_from_eps, q_posterior_mean_var, reverse_variances
 from .schedules import NoiseSchedule, extract
+from .utils import check_float, check_schedule
 
-SIGMA2_KINDS = ("beta", "beta_tilde")
 
-
-# -- validation helpers -----------------------------------------------------------------
 def _tensor(name: str, x) -> torch.Tensor:
+    """A float tensor, or a Python number made into a float64 tensor (the KLs take either)."""
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return torch.tensor(float(x), dtype=torch.float64)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (or a float), got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}: use {name}.float()")
-    return x
+    return check_float(name, x)
 
 
-def _schedule(schedule) -> NoiseSchedule:
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}: "
-                        "build one with NoiseSchedule.make('linear', T)")
-    return schedule
-
-
-def _timesteps_from_one(t) -> None:
-    t = torch.as_tensor(t)
-    if not t.is_floating_point() and t.numel() and (t < 1).any():
-        raise ValueError(f"t must lie in 1..T here (at t = 0 there is no noise to remove); got min {int(t.min())}")
-
-
-def _same_shape(a_name, a, b_name, b) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"{b_name} has shape {tuple(b.shape)} but {a_name} has {tuple(a.shape)}: they must match")
-
-
-# -- Gaussian KL and likelihoods ----------------------------------------------------------
 def gaussian_kl(mean1, var1, mean2, var2) -> torch.Tensor:
     """KL(N(mean1, var1) ‖ N(mean2, var2)) elementwise, in nats (variances, not stds or logs):
 
@@ -104,62 +80,7 @@ def discretized_gaussian_log_likelihood(x, mean, var, bins: int = 256) -> torch.
 
 
 # -- from ε to x_0 and to the reverse mean ------------------------------------------------
-def predict_x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-    """x_0 from x_t and the noise in it, eq. 4 solved for x_0:  x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t."""
-    _schedule(schedule)
-    x_t, eps = _tensor("x_t", x_t), _tensor("eps", eps)
-    _same_shape("x_t", x_t, "eps", eps)
-    abar = schedule.alphas_cumprod  # coefficients in float64 before extract casts them to x_t's dtype
-    return extract(1 / abar.sqrt(), t, x_t) * x_t - extract(((1 - abar) / abar).sqrt(), t, x_t) * eps
-
-
-def predict_mean_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-    """The reverse mean of an ε-model (DDPM eq. 11), for t in 1..T:
-
-        μ_θ(x_t, t) = (x_t − β_t / √(1 − ᾱ_t) · ε) / √α_t
-
-    With the true noise ε it equals the posterior mean μ̃_t(x_t, x_0) of eq. 7.
-    """
-    _schedule(schedule)
-    x_t, eps = _tensor("x_t", x_t), _tensor("eps", eps)
-    _same_shape("x_t", x_t, "eps", eps)
-    _timesteps_from_one(t)
-    s = schedule
-    # 1 − ᾱ_t in float64 first: in float32, ᾱ_1 = 0.9999 leaves ~3 digits of 1 − ᾱ_1.
-    eps_coef = torch.zeros_like(s.betas)
-    eps_coef[1:] = s.betas[1:] / (1 - s.alphas_cumprod[1:]).sqrt()
-    return (x_t - extract(eps_coef, t, x_t) * eps) / extract(s.alphas.sqrt(), t, x_t)
-
-
 # -- the reverse variances and the weights of eq. 12 -------------------------------------------
-def reverse_variances(schedule: NoiseSchedule, sigma2="beta") -> torch.Tensor:
-    """σ_t² of p_θ(x_{t−1} | x_t) for t = 0..T (float64, length T + 1; entry 0 is unused and 0).
-
-    "beta":        σ_t² = β_t, optimal when x_0 ~ N(0, I) (DDPM §3.2).
-    "beta_tilde":  σ_t² = β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t, optimal when x_0 is one point.
-                   β̃_1 = 0 would make the decoder a delta, so σ_1² = β_1 here too
-                   (DDPM's code uses β̃_2 at t = 1 instead).
-    a tensor:      your own σ_t², length T + 1, returned as float64.
-    """
-    _schedule(schedule)
-    if isinstance(sigma2, torch.Tensor):
-        sigma2 = sigma2.detach().to("cpu", torch.float64).flatten()
-        if sigma2.numel() != schedule.T + 1:
-            raise ValueError(f"sigma2 must hold T + 1 = {schedule.T + 1} values (σ_0² .. σ_T²), got {sigma2.numel()}")
-        if not torch.isfinite(sigma2[1:]).all() or (sigma2[1:] <= 0).any():
-            raise ValueError("sigma2[1:] must be positive, finite variances (σ_t² for t = 1..T)")
-        return sigma2
-    if sigma2 == "beta":
-        return schedule.betas.clone()
-    if sigma2 == "beta_tilde":
-        abar = schedule.alphas_cumprod
-        out = torch.zeros_like(schedule.betas)
-        out[1:] = (1 - abar[:-1]) / (1 - abar[1:]) * schedule.betas[1:]
-        out[1] = schedule.betas[1]
-        return out
-    raise ValueError(f"sigma2 must be one of {SIGMA2_KINDS} or a tensor of T + 1 variances, got {sigma2!r}")
-
-
 def eps_mse_weight(schedule: NoiseSchedule, t, sigma2="beta") -> torch.Tensor:
     """λ_t in L_{t−1} = λ_t ‖ε − ε_θ‖² + C_t (DDPM eq. 12), for t in 1..T (float64, shape of t):
 
@@ -168,7 +89,7 @@ def eps_mse_weight(schedule: NoiseSchedule, t, sigma2="beta") -> torch.Tensor:
     sigma2: "beta", "beta_tilde" or a tensor of T + 1 variances (see `reverse_variances`).
     The same λ_1 weighs the Gaussian decoder L_0 = −log N(x_0; μ_θ(x_1, 1), σ_1²).
     """
-    _schedule(schedule)
+    check_schedule(schedule)
     t = torch.as_tensor(t)
     if t.is_floating_point() or t.dtype == torch.bool:
         raise TypeError(f"t must hold integer timesteps (torch.long), got dtype {t.dtype}")
@@ -225,7 +146,7 @@ def vlb_terms(schedule: NoiseSchedule, eps_model, x0: torch.Tensor, *, sigma2="b
     an int samples n_t of them per example (unbiased estimate of their sum, for big models).
     decoder: "gaussian" (continuous data) or "discretized" (256 levels in [−1, 1], DDPM eq. 13).
     """
-    _schedule(schedule)
+    check_schedule(schedule)
     x0 = _tensor("x0", x0)
     if x0.dim() < 2 or x0.shape[0] < 1:
         raise ValueError(f"x0 must be a batch of shape (B, ...) with B ≥ 1, got {tuple(x0.shape)}")

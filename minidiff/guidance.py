@@ -4,26 +4,26 @@ One network learns both the conditional and the unconditional noise prediction:
 it takes a label y in 0..K−1, or the extra "null" label ∅ = K (index `num_classes`),
 and training replaces each label by ∅ with probability p_uncond (label dropout):
 
-    y' = ∅ with probability p_uncond, else y                                   (eq. 8.1)
+    y' = ∅ with probability p_uncond, else y                                   (Ho & Salimans 2022, Algorithm 1)
 
 At sampling time the two predictions are mixed with a guidance scale w:
 
-    ε̃_θ(x_t, t, y) = ε_θ(x_t, t, ∅) + w · (ε_θ(x_t, t, y) − ε_θ(x_t, t, ∅))     (eq. 8.2)
+    ε̃_θ(x_t, t, y) = ε_θ(x_t, t, ∅) + w · (ε_θ(x_t, t, y) − ε_θ(x_t, t, ∅))     (Ho & Salimans 2022)
 
 w = 0 is the unconditional model, w = 1 the conditional one, w > 1 pushes further in
 the direction "more like y". Conventions: diffusers' `guidance_scale` is this w. Ho &
-Salimans write ε̃ = (1 + w')·ε(y) − w'·ε(∅); it is eq. 8.2 with w = 1 + w' (their w' = 0
+Salimans write ε̃ = (1 + w')·ε(y) − w'·ε(∅); it is the mix above with w = 1 + w' (their w' = 0
 is our w = 1, their w' = 2 is our w = 3).
 
 Why it works (Bayes' rule). With ε_θ(x_t, t, ·) = −√(1−ᾱ_t) ∇ log p_t(x_t | ·),
 
     ∇ log p_t(y | x_t) = ∇ log p_t(x_t | y) − ∇ log p_t(x_t)
-                       = −(ε(x_t, t, y) − ε(x_t, t, ∅)) / √(1−ᾱ_t)              (eq. 8.3)
+                       = −(ε(x_t, t, y) − ε(x_t, t, ∅)) / √(1−ᾱ_t)              (Bayes' rule)
 
-so ε(y) − ε(∅) is (up to −√(1−ᾱ_t)) the gradient of an *implicit classifier*, and eq. 8.2
+so ε(y) − ε(∅) is (up to −√(1−ᾱ_t)) the gradient of an *implicit classifier*, and the mix
 is the noise prediction of the tilted density p_t(x_t) · p_t(y | x_t)^w:
 
-    ε̃ = −√(1−ᾱ_t) [∇ log p_t(x_t) + w ∇ log p_t(y | x_t)]                       (eq. 8.4)
+    ε̃ = −√(1−ᾱ_t) [∇ log p_t(x_t) + w ∇ log p_t(y | x_t)]
 
 Everything here works with any sampler that takes `eps_model(x_t, t)`: wrap a conditional
 model with `guided_model(model, y, w)` and hand it to `sampling.ddpm_sample` or `ddim`.
@@ -35,6 +35,12 @@ import math
 from numbers import Real
 
 import torch
+
+from .ddim import ddim_sample, ddim_step
+from .losses import ddpm_loss
+from .sampling import ddpm_step
+from .schedules import extract
+from .utils import batch_shape, check_timesteps
 
 # -- training: label dropout ---------------------------------------------------------
 
@@ -69,7 +75,7 @@ def null_labels(n: int, num_classes: int, device=None) -> torch.Tensor:
 
 def label_dropout(y: torch.Tensor, p_uncond: float, num_classes: int,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 8.1: each label becomes ∅ (= num_classes) with probability p_uncond, independently.
+    """Label dropout (Ho & Salimans 2022, Algorithm 1): each label becomes ∅ (= num_classes) with probability p_uncond, independently.
 
     Returns a new tensor (y is not modified). With p_uncond = 0.1–0.2 the network spends
     most of its capacity on ε(x_t, t, y) and still learns ε(x_t, t, ∅) well enough.
@@ -83,11 +89,20 @@ def label_dropout(y: torch.Tensor, p_uncond: float, num_classes: int,
     return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
+def cfg_loss(schedule, model, batch, generator: torch.Generator | None = None, p_uncond: float = 0.2) -> torch.Tensor:
+    """L_simple (DDPM eq. 14) of a conditional model on a batch (x0, y) whose labels are dropped
+    to ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1).
+    `functools.partial(cfg_loss, schedule, p_uncond=0.2)` is a loss for `training.train`."""
+    x0, y = batch
+    y = label_dropout(y, p_uncond, model_num_classes(model), generator)
+    return ddpm_loss(schedule, lambda x_t, t: model(x_t, t, y), x0, generator)
+
+
 # -- sampling: the guided prediction --------------------------------------------------
 
 
 def combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w) -> torch.Tensor:
-    """Eq. 8.2 on two predictions: ε(∅) + w · (ε(y) − ε(∅)). w: a float or a (B,) tensor."""
+    """The guidance mix on two predictions: ε(∅) + w · (ε(y) − ε(∅)). w: a float or a (B,) tensor."""
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(f"eps_cond has shape {tuple(eps_cond.shape)} but eps_uncond has {tuple(eps_uncond.shape)}")
     w = _scale(w, eps_cond)
@@ -119,7 +134,7 @@ def model_num_classes(model) -> int:
 
 
 def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w) -> torch.Tensor:
-    """ε̃_θ(x_t, t, y) of eq. 8.2 from a conditional model called as model(x, t, y).
+    """the guided ε̃_θ(x_t, t, y) from a conditional model called as model(x, t, y).
 
     One forward pass on the doubled batch [x_t; x_t] with labels [y; ∅] gives ε(y) and ε(∅)
     together (cheaper than two calls: one launch, better use of the hardware). w = 0 and
@@ -162,35 +177,30 @@ def guided_model(model, y: torch.Tensor, w) -> GuidedModel:
     return GuidedModel(model, _labels("y", y), w)
 
 
-def guided_ddpm_step(model, schedule, x_t: torch.Tensor, t, y: torch.Tensor, w,
+def guided_ddpm_step(schedule, model, x_t: torch.Tensor, t, y: torch.Tensor, w,
                      noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                      **step_kwargs) -> torch.Tensor:
-    """One guided reverse step x_t → x_{t−1}: Algorithm 2's update (DDPM line 4) with ε̃ of eq. 8.2
+    """One guided reverse step x_t → x_{t−1}: Algorithm 2's update (DDPM line 4) with the guided ε̃
     in place of ε_θ. Guidance changes only the noise prediction, never the sampler:
 
         x_{t−1} = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε̃_θ(x_t, t, y)) + σ_t z
     """
-    from .sampling import _timesteps, ddpm_step
-
-    t = _timesteps(t, x_t)
+    t = check_timesteps(t, x_t)
     eps = guided_eps(model, x_t, t, y, w)
     return ddpm_step(schedule, eps, x_t, t, noise=noise, generator=generator, **step_kwargs)
 
 
-def guided_ddim_step(model, schedule, x_t: torch.Tensor, t, t_prev, y: torch.Tensor, w,
+def guided_ddim_step(schedule, model, x_t: torch.Tensor, t, t_prev, y: torch.Tensor, w,
                      clip_denoised: float | None = None) -> torch.Tensor:
     """One deterministic DDIM jump (η = 0; Song et al. 2020, eqs. 9 and 12) from t to an earlier
-    t_prev, with the guided ε̃ of eq. 8.2 in place of ε_θ:
+    t_prev, with the guided ε̃ in place of ε_θ:
 
         x̂_0 = (x_t − √(1 − ᾱ_t) ε̃) / √ᾱ_t,     x_{t_prev} = √ᾱ_{t_prev} x̂_0 + √(1 − ᾱ_{t_prev}) ε̃
 
     t_prev = 0 returns x̂_0 itself (ᾱ_0 = 1). clip_denoised = c clamps x̂_0 to [−c, c] (and
     recomputes ε̃ from it): large w pushes x̂_0 outside the image range [−1, 1].
     """
-    from .ddim import ddim_step
-    from .sampling import _timesteps
-
-    t, t_prev = _timesteps(t, x_t), _timesteps(t_prev, x_t)
+    t, t_prev = check_timesteps(t, x_t), check_timesteps(t_prev, x_t)
     if (t_prev >= t).any() or (t_prev < 0).any():
         raise ValueError("t_prev must satisfy 0 ≤ t_prev < t: DDIM steps go back in time")
     eps = guided_eps(model, x_t, t, y, w)
@@ -200,10 +210,8 @@ def guided_ddim_step(model, schedule, x_t: torch.Tensor, t, t_prev, y: torch.Ten
 # -- Bayes' rule: the implicit classifier ----------------------------------------------
 
 
-def implicit_classifier_grad(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, schedule, t) -> torch.Tensor:
-    """Eq. 8.3: ∇_x log p_t(y | x_t) = −(ε(x_t, t, y) − ε(x_t, t, ∅)) / √(1 − ᾱ_t)."""
-    from .schedules import extract
-
+def implicit_classifier_grad(schedule, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, t) -> torch.Tensor:
+    """Bayes' rule: ∇_x log p_t(y | x_t) = −(ε(x_t, t, y) − ε(x_t, t, ∅)) / √(1 − ᾱ_t)."""
     sigma = extract(schedule.alphas_cumprod, torch.as_tensor(t), eps_cond).neg().add(1).sqrt()
     return -(eps_cond - eps_uncond) / sigma
 
@@ -221,7 +229,7 @@ class MixtureEps(torch.nn.Module):
     so guidance can be studied with no training at all.
     """
 
-    def __init__(self, mixture, schedule):
+    def __init__(self, schedule, mixture):
         super().__init__()
         self.mixture, self.schedule = mixture, schedule
         self.num_classes = mixture.means.shape[0]
@@ -242,69 +250,26 @@ class MixtureEps(torch.nn.Module):
         return -(1 - ab).sqrt()[:, None].to(x_t.dtype) * score
 
 
-# -- measuring the trade-off ------------------------------------------------------------
-
-
-def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean pairwise Euclidean distance between the features of samples of the same class,
-    averaged over classes:  (1/|C|) Σ_c mean_{i<j, y_i=y_j=c} ‖f_i − f_j‖.
-
-    Falls as guidance grows: samples of one digit start to look alike (mode seeking).
-    """
-    if features.dim() != 2 or labels.shape != (features.shape[0],):
-        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)}, {tuple(labels.shape)}")
-    per_class = []
-    for c in labels.unique():
-        f = features[labels == c].double()
-        if f.shape[0] < 2:
-            continue
-        d = torch.cdist(f, f)
-        n = f.shape[0]
-        per_class.append(d.sum() / (n * (n - 1)))  # the diagonal is 0; each pair counted twice
-    if not per_class:
-        raise ValueError("within_class_diversity needs at least two samples of some class")
-    return float(torch.stack(per_class).mean())
 
 
 @torch.no_grad()
-def sample_digits(model, schedule, digits: torch.Tensor, w, steps: int = 20, eta: float = 0.0,
+def guided_sample(schedule, model, y: torch.Tensor, w, shape, steps: int = 20, eta: float = 0.0,
                   generator: torch.Generator | None = None, clip_denoised: float | None = 1.0,
                   device=None, batch_size: int = 500) -> torch.Tensor:
-    """Guided samples (N, 1, 28, 28) of the requested `digits` (N,) at scale w, with DDIM
-    (`minidiff.ddim.ddim_sample`, `steps` jumps, η = eta) on the eps_model `guided_model(model, y, w)`.
+    """Guided samples of the classes `y` (N,) at scale w, with DDIM (`ddim.ddim_sample`, `steps`
+    jumps, η = eta) on the eps_model `guided_model(model, y, w)`. `shape` is one sample's shape,
+    e.g. (1, 28, 28) for MNIST; the result is (N, *shape) on the CPU.
 
-    Batches of `batch_size` images are drawn one after the other from the same generator, so a
-    fixed seed gives the same images on every run. x̂_0 is clipped to [−1, 1] by default
-    (as diffusers' clip_sample): large w overshoots the image range without it.
+    Batches of `batch_size` are drawn one after the other from the same generator, so a fixed
+    seed gives the same images on every run. x̂_0 is clipped to [−1, 1] by default (as
+    diffusers' clip_sample): large w overshoots the data range without it.
     """
-    from .ddim import ddim_sample
-
-    digits = _labels("digits", digits, model_num_classes(model))
+    y = _labels("y", y, model_num_classes(model))
+    shape = batch_shape((1, *shape))[1:]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     out = []
-    for i in range(0, digits.shape[0], batch_size):
-        y = digits[i:i + batch_size].to(device)
-        out.append(ddim_sample(guided_model(model, y, w), schedule, (y.shape[0], 1, 28, 28), steps=steps,
+    for i in range(0, y.shape[0], batch_size):
+        yb = y[i:i + batch_size].to(device)
+        out.append(ddim_sample(schedule, guided_model(model, yb, w), (yb.shape[0], *shape), steps=steps,
                                eta=eta, device=device, generator=generator, clip_denoised=clip_denoised).cpu())
     return torch.cat(out)
-
-
-def guidance_metrics(classifier, images: torch.Tensor, digits: torch.Tensor, reference_stats: tuple) -> dict:
-    """The three numbers of the trade-off, for samples `images` that were asked to show `digits`:
-
-    accuracy   fraction the evaluation classifier labels as the requested digit
-    fid        classifier FID (minidiff.fid, eq. F1) against `reference_stats` = (μ, Σ) of real features
-    diversity  `within_class_diversity` of the classifier features, grouped by the digit the
-               classifier reads (at w = 0 the requested digit means nothing, so grouping by it
-               would measure the spread *between* digits)
-    """
-    from .classifier import extract_features, predict
-    from .fid import frechet_distance, gaussian_stats
-
-    feats = extract_features(classifier, images)
-    pred = predict(classifier, images)
-    return {
-        "accuracy": float((pred == digits.cpu()).float().mean()),
-        "fid": frechet_distance(*gaussian_stats(feats), *reference_stats),
-        "diversity": within_class_diversity(feats, pred),
-    }

@@ -63,8 +63,3 @@ class EpsMLP(nn.Module):
                 h = self.layers[i - 1](h)
             h = nn.functional.silu(h + proj(temb))
         return self.out(h)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -2,24 +2,24 @@
 
 The score of a density p is the gradient of its log, a vector field pointing uphill:
 
-    s(x) = ∇_x log p(x)                                                        (eq. 6.1)
+    s(x) = ∇_x log p(x)
 
 Two ways of adding Gaussian noise appear in the literature, and the score of the
 noise kernel is simple in both:
 
-    VE (NCSN):  x̃   = x_0 + σ z                     ∇ log q_σ(x̃ | x_0) = −(x̃ − x_0)/σ² = −z/σ   (eq. 6.4)
-    VP (DDPM):  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε        ∇ log q_t(x_t | x_0) = −ε / √(1 − ᾱ_t)         (eq. 6.9)
+    VE (NCSN):  x̃   = x_0 + σ z                     ∇ log q_σ(x̃ | x_0) = −(x̃ − x_0)/σ² = −z/σ   (Vincent 2011)
+    VP (DDPM):  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε        ∇ log q_t(x_t | x_0) = −ε / √(1 − ᾱ_t)         (DDPM eq. 4)
 
 Denoising score matching (Vincent 2011) trains s_θ(x̃, σ) to regress that conditional
-score; its minimiser is the score of the *marginal* q_σ(x̃) (eq. 6.5). With the weighting
+score; its minimiser is the score of the *marginal* q_σ(x̃) (Vincent 2011). With the weighting
 λ(σ) = σ² of Song & Ermon (2019, eq. 6) the loss is
 
-    ℓ(θ; σ) = ½ σ² E ‖ s_θ(x̃, σ) + (x̃ − x_0)/σ² ‖² = ½ E ‖ σ s_θ(x̃, σ) + z ‖²          (eq. 6.7)
+    ℓ(θ; σ) = ½ σ² E ‖ s_θ(x̃, σ) + (x̃ − x_0)/σ² ‖² = ½ E ‖ σ s_θ(x̃, σ) + z ‖²          (Song & Ermon 2019)
 
 and if the network is written s_θ = −ε_θ / σ this is ½ E ‖ z − ε_θ ‖²: DDPM's L_simple.
-So an ε-model is a score model, and `eps_to_score` / `score_to_eps` convert (eq. 6.9).
+So an ε-model is a score model, and `eps_to_score` / `score_to_eps` convert (DDPM eq. 4).
 
-The two noisings are one family: x̃ = x_t / √ᾱ_t with σ² = (1 − ᾱ_t)/ᾱ_t    (eq. 6.10).
+The two noisings are one family: x̃ = x_t / √ᾱ_t with σ² = (1 − ᾱ_t)/ᾱ_t    .
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import torch
 from torch import nn
 
 from .data.toy import GaussianMixture
-from .forward import _float, _schedule
 from .mlp import EpsMLP
 from .schedules import extract
+from .utils import check_float, check_schedule
 
 # ---------------------------------------------------------------- exact scores
 
 
 def mixture_score(x: torch.Tensor, means: torch.Tensor, std, weights=None) -> torch.Tensor:
-    """∇_x log Σ_k w_k N(x; μ_k, σ_k² I) = Σ_k r_k(x) (μ_k − x) / σ_k²           (eq. 6.2)
+    """∇_x log Σ_k w_k N(x; μ_k, σ_k² I) = Σ_k r_k(x) (μ_k − x) / σ_k²
 
     with responsibilities r_k(x) = w_k N(x; μ_k, σ_k² I) / p(x), computed by a softmax over
     log w_k − D/2 log σ_k² − ‖x − μ_k‖²/(2σ_k²) (the 2π cancels). x: (N, D); means: (K, D);
@@ -49,7 +49,7 @@ def mixture_score(x: torch.Tensor, means: torch.Tensor, std, weights=None) -> to
 
 def ve_noised(mixture: GaussianMixture, sigma: float) -> GaussianMixture:
     """The law of x̃ = x_0 + σ z for x_0 from a Gaussian mixture, z ~ N(0, I):
-    Σ_k w_k N(μ_k, (σ_k² + σ²) I) — the variances add (eq. 6.6). Its `.score` is exact."""
+    Σ_k w_k N(μ_k, (σ_k² + σ²) I) — the variances add . Its `.score` is exact."""
     sigma = float(sigma)
     if not sigma >= 0:
         raise ValueError(f"sigma must be a non-negative float, got {sigma}")
@@ -61,38 +61,38 @@ def ve_noised(mixture: GaussianMixture, sigma: float) -> GaussianMixture:
 
 def _sigma_t(schedule, t, x: torch.Tensor) -> torch.Tensor:
     """√(1 − ᾱ_t), shaped (B, 1, ...) against x; t = 0 (no noise) has no score and is refused."""
-    _schedule(schedule)
+    check_schedule(schedule)
     if (torch.as_tensor(t) < 1).any():
         raise ValueError("t must lie in 1..T: at t = 0 there is no noise and −ε/√(1 − ᾱ_0) divides by 0")
     return (1.0 - extract(schedule.alphas_cumprod, t, x)).sqrt()
 
 
-def eps_to_score(eps: torch.Tensor, schedule, t) -> torch.Tensor:
-    """s(x_t, t) = −ε / √(1 − ᾱ_t)  (eq. 6.9), for t in 1..T (an int or a LongTensor (B,))."""
-    _float("eps", eps)
+def eps_to_score(schedule, eps: torch.Tensor, t) -> torch.Tensor:
+    """s(x_t, t) = −ε / √(1 − ᾱ_t)  (DDPM eq. 4), for t in 1..T (an int or a LongTensor (B,))."""
+    check_float("eps", eps)
     return -eps / _sigma_t(schedule, t, eps)
 
 
-def score_to_eps(score: torch.Tensor, schedule, t) -> torch.Tensor:
-    """ε = −√(1 − ᾱ_t) · s(x_t, t), the inverse of eq. 6.9."""
-    _float("score", score)
+def score_to_eps(schedule, score: torch.Tensor, t) -> torch.Tensor:
+    """ε = −√(1 − ᾱ_t) · s(x_t, t), the inverse of `eps_to_score`."""
+    check_float("score", score)
     return -_sigma_t(schedule, t, score) * score
 
 
-def score_fn_from_eps(eps_model, schedule):
-    """Wrap an ε-model as a score model s(x_t, t) = −ε_θ(x_t, t) / √(1 − ᾱ_t)  (eq. 6.9)."""
-    _schedule(schedule)
+def score_fn_from_eps(schedule, eps_model):
+    """Wrap an ε-model as a score model s(x_t, t) = −ε_θ(x_t, t) / √(1 − ᾱ_t)  (DDPM eq. 4)."""
+    check_schedule(schedule)
 
     def score_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return eps_to_score(eps_model(x_t, t), schedule, t)
+        return eps_to_score(schedule, eps_model(x_t, t), t)
 
     return score_fn
 
 
 def ve_sigmas_of(schedule) -> torch.Tensor:
     """σ_t = √((1 − ᾱ_t)/ᾱ_t) for t = 0..T (float64, length T + 1): the VE noise level
-    of x_t / √ᾱ_t (eq. 6.10). σ_0 = 0; for DDPM's linear schedule σ_T ≈ 157."""
-    _schedule(schedule)
+    of x_t / √ᾱ_t . σ_0 = 0; for DDPM's linear schedule σ_T ≈ 157."""
+    check_schedule(schedule)
     abar = schedule.alphas_cumprod
     return ((1.0 - abar) / abar).sqrt()
 
@@ -126,13 +126,13 @@ def dsm_objective(score_model, x0: torch.Tensor, sigma, noise: torch.Tensor) -> 
     """Denoising score matching with λ(σ) = σ² (Vincent 2011; Song & Ermon 2019, eq. 6):
 
         x̃ = x_0 + σ z,   loss = mean over the batch of ½ σ² ‖ s_θ(x̃, σ) + (x̃ − x_0)/σ² ‖²
-                                                     = ½ ‖ σ s_θ(x̃, σ) + z ‖²      (eq. 6.7)
+                                                     = ½ ‖ σ s_θ(x̃, σ) + z ‖²      (Song & Ermon 2019)
 
     x0, noise: (B, ...); sigma: float or (B,), one level per row. The squared norm sums over
     the data dimensions. `score_model(x̃, sigma)` is called with sigma of shape (B,).
     """
-    _float("x0", x0)
-    _float("noise", noise)
+    check_float("x0", x0)
+    check_float("noise", noise)
     if noise.shape != x0.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}: they must match")
     s = _sigma_batch(sigma, x0)
@@ -145,14 +145,14 @@ def dsm_objective(score_model, x0: torch.Tensor, sigma, noise: torch.Tensor) -> 
     return 0.5 * (sb * score + noise).pow(2).flatten(1).sum(1).mean()
 
 
-def dsm_loss(score_model, sigmas, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Song & Ermon's (2019) eq. 6 on one batch: each row gets σ drawn uniformly from the
-    levels `sigmas` (1-D), and z ~ N(0, I); returns `dsm_objective` (eq. 6.7), a scalar.
+def dsm_loss(sigmas, score_model, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Song & Ermon's (2019) denoising score matching on one batch: each row gets σ drawn uniformly from the
+    levels `sigmas` (1-D), and z ~ N(0, I); returns `dsm_objective` (Song & Ermon 2019), a scalar.
 
-    The argument order is `ddpm_loss`'s (model, schedule, x0, generator), with the noise
-    levels in the schedule's place, so `train_toy(net, sigmas, data, steps, loss_fn=dsm_loss)`
+    The argument order is `losses.ddpm_loss`'s (schedule, model, x0, generator), with the noise
+    levels in the schedule's place, so `training.train(net, partial(dsm_loss, sigmas), data, steps)`
     trains a score network with the same loop as lesson 04."""
-    _float("x0", x0)
+    check_float("x0", x0)
     sigmas = torch.as_tensor(sigmas, dtype=x0.dtype)
     if sigmas.dim() != 1 or sigmas.numel() < 1:
         raise ValueError(f"sigmas must be a 1-D tensor of noise levels, got shape {tuple(sigmas.shape)}")
@@ -166,12 +166,12 @@ def dsm_loss(score_model, sigmas, x0: torch.Tensor, generator: torch.Generator |
 
 
 class NoiseConditionalScore(nn.Module):
-    """s_θ(x̃, σ) = −ε_θ(c_in(σ) x̃, c_noise(σ)) / σ, with ε_θ an `EpsMLP` (lesson 04)  (eq. 6.8)
+    """s_θ(x̃, σ) = −ε_θ(c_in(σ) x̃, c_noise(σ)) / σ, with ε_θ an `EpsMLP` (lesson 04)
 
     c_in(σ) = 1/√(1 + σ²) rescales x̃ = x_0 + σ z to unit size: it is exactly the VP point
-    x_t with ᾱ = 1/(1 + σ²) (eq. 6.10). The output is divided by σ, because the true score of
+    x_t with ᾱ = 1/(1 + σ²) . The output is divided by σ, because the true score of
     the noised data scales like 1/σ (Song & Ermon 2020, technique 3). With both, the DSM loss
-    of eq. 6.7 becomes ½‖z − ε_θ‖²: we train an ε-predictor, reading it as a score.
+    of Song & Ermon (2019) becomes ½‖z − ε_θ‖²: we train an ε-predictor, reading it as a score.
     c_noise(σ) = 100 · log σ feeds the noise level through the sinusoidal embedding.
     """
 
@@ -180,7 +180,7 @@ class NoiseConditionalScore(nn.Module):
         self.eps_net = EpsMLP(dim=dim, hidden=hidden, depth=depth, emb_dim=emb_dim)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        _float("x", x)
+        check_float("x", x)
         s = _sigma_batch(sigma, x)
         sb = s.reshape(-1, *([1] * (x.dim() - 1)))
         eps = self.eps_net(x / torch.sqrt(1 + sb**2), 100.0 * torch.log(s))

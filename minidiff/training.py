@@ -1,148 +1,216 @@
-"""Training an ε-prediction model with DDPM's simple loss (lesson 04).
+"""The one training loop (lesson 04; the U-Net of lesson 05 and the classifier use it too).
 
-    L_simple(θ) = E_{t, x_0, ε} ‖ ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t) ‖²      (DDPM eq. 14)
+    for step in range(steps):
+        batch = next batch                                  (random rows, drawn with a seeded generator)
+        loss  = loss_fn(model, batch, generator)            (e.g. partial(losses.ddpm_loss, schedule))
+        one AdamW step at the learning rate of this step    (linear warm-up, then cosine to 0)
+        update the EMA of the weights                       (when ema_decay is set)
+        call the hooks                                      (logging, plots, early stops)
 
-with t ~ Uniform{1..T}, x_0 ~ data, ε ~ N(0, I): Algorithm 1 of Ho et al. (2020).
-We average over the coordinates as well as the batch (`F.mse_loss`), which only
-divides the paper's sum by the data dimension.
+Everything a run needs to continue is saved by `state_path` (model, optimiser, EMA,
+generator, step, losses), and the learning rate is a function of the step alone, so a
+resumed run picks up exactly where it stopped: N steps straight and N/2 + resume + N/2 give
+identical weights (tests/test_training.py checks this).
 
-`train_toy` is a deliberately plain loop: sample a batch, take one AdamW step on
-L_simple, optionally update an EMA of the weights. Lessons 05–08 reuse `ddpm_loss`
-and pass their own `loss_fn` to `train_toy` where they need another objective.
+On a GPU: bf16 autocast and torch.compile (both off by default on the CPU, where they do not
+pay); channels-last memory layout for images.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .ema import EMA
-from .forward import _float, _schedule, add_noise
-from .notebook import progress
+from .utils import check_float, check_positive_int, progress, randint
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    # Draw on the generator's device (a CPU generator cannot fill a CUDA tensor), then move.
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+def lr_at(step: int, steps: int, lr: float, warmup: int = 0, decay: bool = True) -> float:
+    """Learning rate at `step` (0-based): linear warm-up over `warmup` steps, then cosine to 0:
 
-
-def sample_timesteps(schedule, batch_size: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """t ~ Uniform{1, ..., T}, a LongTensor of shape (batch_size,) (Algorithm 1, line 3)."""
-    gdev = generator.device if generator is not None else device
-    t = torch.randint(1, schedule.T + 1, (batch_size,), generator=generator, device=gdev)
-    return t.to(device)
-
-
-def ddpm_loss(eps_model: Callable, schedule, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """L_simple (DDPM eq. 14; Algorithm 1, lines 2–5) on one batch x0 of shape (B, ...).
-
-    t ~ U{1..T}, ε ~ N(0, I), x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (eq. 4), loss = mean (ε − ε_θ(x_t, t))².
-    Returns a scalar tensor; gradients flow into eps_model.
+        lr_s = lr · min(1, (s + 1)/warmup) · ½(1 + cos(π · s/steps))
     """
-    _schedule(schedule)
-    _float("x0", x0)
-    if x0.dim() < 1 or x0.shape[0] < 1:
-        raise ValueError(f"x0 must be a batch of shape (B, ...) with B ≥ 1, got {tuple(x0.shape)}")
-    t = sample_timesteps(schedule, x0.shape[0], x0.device, generator)
-    noise = _randn_like(x0, generator)
-    x_t = add_noise(schedule, x0, noise, t)
-    eps = eps_model(x_t, t)
-    if not isinstance(eps, torch.Tensor) or eps.shape != x0.shape:
-        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
-        raise ValueError(f"eps_model(x_t, t) must return a tensor shaped like x_t {tuple(x0.shape)}, got {got}")
-    return F.mse_loss(eps, noise)
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if not decay:
+        return lr * warm
+    return lr * warm * 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
 
 @dataclass
 class TrainResult:
-    """What `train_toy` returns. `sampling_model` is the EMA copy when there is one."""
+    """What `train` returns. `sampling_model` is the EMA copy when there is one."""
 
     model: torch.nn.Module
     ema: EMA | None
     losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    step: int = 0  # steps done so far (all runs of a resumed training together)
+    seconds: float = 0.0  # wall time of this call
+    images_per_second: float = 0.0  # examples per second of this call
 
     @property
     def sampling_model(self) -> torch.nn.Module:
         return self.ema.model if self.ema is not None else self.model
 
 
-def _batches(data, batch_size: int, generator: torch.Generator | None, device):
-    """A function returning one training batch: random rows of a tensor, or fresh samples."""
+def random_batches(data, batch_size: int, generator: torch.Generator | None, device, fmt=None) -> Callable:
+    """A function returning one training batch: random rows (with replacement) of a tensor or of
+    a tuple of tensors with the same first dimension (images and labels), or fresh samples
+    from a function `data(n, generator) -> tensor`."""
     if isinstance(data, torch.Tensor):
-        _float("data", data)
-        n = data.shape[0]
+        data = (data,)
+    if isinstance(data, (tuple, list)):
+        data = tuple(t.to(device) for t in data)
+        check_float("data", data[0])
+        n = data[0].shape[0]
+        if any(t.shape[0] != n for t in data):
+            raise ValueError(f"the tensors in data must have the same length, got {[t.shape[0] for t in data]}")
 
         def draw():
-            gdev = generator.device if generator is not None else data.device
-            idx = torch.randint(n, (batch_size,), generator=generator, device=gdev).to(data.device)
-            return data[idx].to(device)
+            idx = randint(n, (batch_size,), generator, device)
+            rows = tuple(t[idx] for t in data)
+            if fmt is not None and rows[0].dim() == 4:
+                rows = (rows[0].contiguous(memory_format=fmt), *rows[1:])
+            return rows if len(rows) > 1 else rows[0]
 
         return draw
     if callable(data):
         return lambda: data(batch_size, generator).to(device)
-    raise TypeError(
-        f"data must be a tensor of training points (N, ...) or a function (n, generator) -> tensor, "
-        f"got {type(data).__name__}"
-    )
+    raise TypeError(f"data must be a tensor (N, ...), a tuple of tensors, or a function (n, generator) -> tensor, "
+                    f"got {type(data).__name__}")
 
 
-def train_toy(
+def _save_state(path: Path, state: dict) -> None:
+    # write-then-rename: an interruption during the save never leaves half a file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(
     model: torch.nn.Module,
-    schedule,
+    loss_fn: Callable,
     data,
     steps: int,
-    batch_size: int = 256,
+    *,
+    batch_size: int = 128,
     lr: float = 1e-3,
+    warmup: int = 0,
+    lr_decay: bool = True,
     weight_decay: float = 0.0,
     ema_decay: float | None = None,
-    lr_decay: bool = True,
     generator: torch.Generator | None = None,
-    loss_fn: Callable = ddpm_loss,
+    seed: int | None = None,
+    batches: Callable | None = None,
+    make_scheduler: Callable | None = None,
+    hooks: Sequence[Callable] = (),
     device=None,
+    state_path=None,
+    save_every: int | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    max_seconds: float | None = None,
+    amp: bool | None = None,
+    compile: bool | None = None,
+    channels_last: bool = False,
     show_progress: bool = True,
     desc: str = "training",
 ) -> TrainResult:
-    """Train `model` with AdamW on `loss_fn(model, schedule, x0, generator)` (default L_simple).
+    """Train `model` with AdamW on `loss_fn(model, batch, generator)`; returns a TrainResult.
 
-    data:       a tensor of training points (batches are drawn with replacement) or a
-                function `data(n, generator) -> (n, ...) tensor` giving fresh samples.
-    ema_decay:  keep an EMA of the weights (θ_ema ← d θ_ema + (1 − d) θ) when set, e.g. 0.995.
-    lr_decay:   cosine-anneal the learning rate from lr to 0 over `steps` (late steps then
-                average out gradient noise, much as an EMA does).
-    Progress: a tqdm bar (silent under tests via MINIDIFF_NO_PROGRESS=1).
-    Returns a TrainResult(model, ema, losses, seconds); the model is left in train mode.
+    data:         a tensor (N, ...), a tuple of tensors (e.g. images and labels), or a function
+                  `data(n, generator)` giving fresh samples; batches are `batch_size` random rows.
+    batches:      instead of `data`, your own function `batches() -> batch` (e.g. shuffled epochs).
+    lr, warmup, lr_decay: the learning rate of step s is `lr_at(s, steps, lr, warmup, lr_decay)`.
+    make_scheduler: instead, a function (optimizer, steps) -> torch LR scheduler, stepped each step.
+    ema_decay:    keep an EMA of the weights (θ_ema ← d θ_ema + (1 − d) θ) when set, e.g. 0.999.
+    generator:    the random numbers of batches and losses; default: a new one seeded with `seed`
+                  (0 when None) on the device. Reuse the same seed to get the same run.
+    hooks:        functions hook(step, loss, model) called after every step; one returning True
+                  stops training.
+    state_path:   where to save the resumable state (every `save_every` steps and at the end);
+                  `resume=True` continues from it if it exists.
+    stop_after:   stop (and save) after this many steps in total; max_seconds: after this long.
+    amp, compile: bf16 autocast / torch.compile; default on for CUDA, off otherwise.
+    channels_last: NHWC memory layout for 4-D image batches.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    device = device if device is not None else next(model.parameters()).device
-    draw = _batches(data, batch_size, generator, device)
+    check_positive_int("steps", steps)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    cuda = device.type == "cuda"
+    amp = cuda if amp is None else amp
+    compile = cuda if compile is None else compile
+    fmt = torch.channels_last if channels_last else None
+    model = model.to(device, memory_format=fmt) if fmt is not None else model.to(device)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(0 if seed is None else seed)
+    draw = batches if batches is not None else random_batches(data, batch_size, generator, device, fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_decay else None
+    scheduler = make_scheduler(opt, steps) if make_scheduler is not None else None
     ema = EMA(model, ema_decay) if ema_decay is not None else None
-    losses = []
+    losses: list[float] = []
+    start = 0
+    state_path = Path(state_path) if state_path is not None else None
+    if resume and state_path is not None and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["steps"] != steps:
+            raise ValueError(f"{state_path} was saved by a run of steps={state['steps']}, not {steps}: "
+                             "resume with the same total steps (the lr schedule depends on it)")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"].cpu())
+        start, losses = state["step"], list(state["losses"])
+
+    def save(step):
+        _save_state(state_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "steps": steps,
+                                 "ema": ema.state_dict() if ema is not None else None,
+                                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                                 "generator": generator.get_state(), "losses": list(losses)})
+
+    fwd = torch.compile(model) if compile else model
+    end = steps if stop_after is None else min(steps, stop_after)
     model.train()
     t0 = time.perf_counter()
-    bar = progress(range(steps), desc=desc, disable=not show_progress, mininterval=0.5)
-    for step in bar:
-        loss = loss_fn(model, schedule, draw(), generator)
+    bar = progress(range(start, end), desc=desc, disable=not show_progress, mininterval=1.0, initial=start, total=steps)
+    step = start
+    for s in bar:
+        batch = draw()
+        if scheduler is None:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(s, steps, lr, warmup, lr_decay)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(fwd, batch, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if sched is not None:
-            sched.step()
+        if scheduler is not None:
+            scheduler.step()
         if ema is not None:
             ema.update(model)
         losses.append(loss.item())
-        if step % 100 == 0 and hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.3f}")
-    return TrainResult(model=model, ema=ema, losses=losses, seconds=time.perf_counter() - t0)
+        step = s + 1
+        if hasattr(bar, "set_postfix") and s % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if state_path is not None and save_every and step % save_every == 0 and step < end:
+            save(step)
+        stop = any([hook(step, losses[-1], model) for hook in hooks])
+        if stop or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
+            break
+    seconds = time.perf_counter() - t0
+    if state_path is not None and step > start:
+        save(step)
+    per_step = batch_size if batches is None else 0
+    return TrainResult(model=model, ema=ema, losses=losses, step=step, seconds=seconds,
+                       images_per_second=(step - start) * per_step / seconds if seconds > 0 else 0.0)
 
 
 def smooth(losses, window: int = 100) -> torch.Tensor:
@@ -152,3 +220,4 @@ def smooth(losses, window: int = 100) -> torch.Tensor:
         return x
     c = torch.cat([torch.zeros(1, dtype=x.dtype), x.cumsum(0)])
     return (c[window:] - c[:-window]) / window
+

@@ -254,9 +254,3 @@ class UNet(nn.Module):
                 h = block(h, emb)
             h = level.attn(h)
         return self.conv_out(F.silu(self.norm_out(h)))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

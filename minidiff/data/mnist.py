@@ -7,10 +7,11 @@
     python -m minidiff.data.mnist verify [--root DIR]    # check them against the official SHA-256
 
 Where the files are looked for: the `root` argument, else the environment variable
-MINIDIFF_MNIST_DIR, else `<repo>/data/mnist` (git-ignored). A file that is missing, or whose
+MINIDIFF_MNIST_DIR, else `<repo>/data/mnist` (git-ignored), else ~/.cache/minidiff/mnist
+(see `minidiff.paths`). A file that is missing, or whose
 SHA-256 differs from the official one, is never used: MNISTError says which file, what is wrong
 and what to do. Parsed arrays are cached in memory and on disk (`.npz` in MINIDIFF_CACHE_DIR,
-default `<repo>/data/cache`), keyed by the files' SHA-256.
+else `<repo>/data/cache`), keyed by the files' SHA-256.
 
 The idx format (LeCun et al.): a big-endian header, magic = 0x00 0x00 <type> <ndim> (type 0x08 is
 unsigned byte, so images have magic 2051 = 0x0803 and labels 2049 = 0x0801), then ndim
@@ -35,9 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO / "data" / "mnist"
-DEFAULT_CACHE_DIR = REPO / "data" / "cache"
+from ..paths import find_dir, sha256_file
 
 SPLITS = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -77,17 +76,16 @@ class MNISTError(RuntimeError):
 
 
 def mnist_dir(root=None) -> Path:
-    """The folder of the .gz files: `root` > $MINIDIFF_MNIST_DIR > <repo>/data/mnist."""
+    """The folder of the .gz files: `root`, else `paths.find_dir("mnist")`: $MINIDIFF_MNIST_DIR,
+    then <repo>/data/mnist, then ~/.cache/minidiff/mnist."""
     if root is not None:
         return Path(root).expanduser()
-    env = os.environ.get("MINIDIFF_MNIST_DIR")
-    return Path(env).expanduser() if env else DEFAULT_DIR
+    return find_dir("mnist")
 
 
 def cache_dir() -> Path:
-    """Where parsed arrays are kept: $MINIDIFF_CACHE_DIR, else <repo>/data/cache."""
-    env = os.environ.get("MINIDIFF_CACHE_DIR")
-    return Path(env).expanduser() if env else DEFAULT_CACHE_DIR
+    """Where parsed arrays are kept: $MINIDIFF_CACHE_DIR, then <repo>/data/cache, then ~/.cache/minidiff/cache."""
+    return find_dir("cache")
 
 
 def _where(root) -> str:
@@ -99,14 +97,6 @@ def _where(root) -> str:
 
 
 # ---------------------------------------------------------------- verify
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_file(path, root=None) -> str:

@@ -1,6 +1,6 @@
 """Checks for lesson 07, Langevin dynamics.
 
-    from minidiff.checks import lesson07 as check
+    from minidiff.course.checks import lesson07 as check
     check.langevin_step(langevin_step)
     check.annealed_langevin(annealed_langevin)
     check.snr_step_size(snr_step_size)
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import langevin as ref
+from ... import langevin as ref
 from .core import Tester, exercise
 
 

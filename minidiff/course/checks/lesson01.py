@@ -1,6 +1,6 @@
 """Checks for lesson 01, noise schedules.
 
-    from minidiff.checks import lesson01 as check
+    from minidiff.course.checks import lesson01 as check
     check.linear_betas(linear_betas)
     check.alphas_cumprod(alphas_cumprod)
     check.cosine_betas(cosine_betas)
@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .. import schedules as ref
+from ... import schedules as ref
 from .core import Tester, diagnose, exercise
 
 

@@ -3,7 +3,7 @@
 Fit N(μ_1, Σ_1) to the features φ(x) of generated images and N(μ_2, Σ_2) to those of real
 images; the Fréchet (2-Wasserstein) distance between the two Gaussians is
 
-    d² = ‖μ_1 − μ_2‖² + tr(Σ_1 + Σ_2 − 2 (Σ_1^{1/2} Σ_2 Σ_1^{1/2})^{1/2})            (eq. F1)
+    d² = ‖μ_1 − μ_2‖² + tr(Σ_1 + Σ_2 − 2 (Σ_1^{1/2} Σ_2 Σ_1^{1/2})^{1/2})            (Heusel et al. 2017)
 
 (Dowson & Landau 1982; Heusel et al. 2017 use Inception features; we use the penultimate
 layer of minidiff's MNIST classifier, so the numbers are *not* comparable with published FIDs.)
@@ -20,6 +20,8 @@ FID with its n and the floor at that n (train vs test images, `fid_floor`).
 from __future__ import annotations
 
 import torch
+
+from .classifier import extract_features
 
 
 def _features(name: str, f) -> torch.Tensor:
@@ -47,7 +49,7 @@ def sqrtm_psd(A: torch.Tensor) -> torch.Tensor:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Eq. F1: ‖μ_1 − μ_2‖² + tr Σ_1 + tr Σ_2 − 2 tr (Σ_1^{1/2} Σ_2 Σ_1^{1/2})^{1/2}."""
+    """The Fréchet distance: ‖μ_1 − μ_2‖² + tr Σ_1 + tr Σ_2 − 2 tr (Σ_1^{1/2} Σ_2 Σ_1^{1/2})^{1/2}."""
     mu1, mu2 = torch.as_tensor(mu1).double(), torch.as_tensor(mu2).double()
     s1, s2 = torch.as_tensor(sigma1).double(), torch.as_tensor(sigma2).double()
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.numel(), mu1.numel()):
@@ -60,15 +62,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def fid_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
-    """Eq. F1 between Gaussians fitted to two feature sets (N1, D) and (N2, D)."""
+    """The Fréchet distance between Gaussians fitted to two feature sets (N1, D) and (N2, D)."""
     return frechet_distance(*gaussian_stats(f1), *gaussian_stats(f2))
 
 
 def classifier_fid(classifier, images: torch.Tensor, reference: torch.Tensor | tuple) -> float:
     """FID between classifier features of `images` (N, 1, 28, 28) in [-1, 1] and a reference:
     images, or precomputed (μ, Σ) of the reference features (e.g. of the whole MNIST test set)."""
-    from .classifier import extract_features
-
     f = extract_features(classifier, images)
     ref = reference if isinstance(reference, tuple) else gaussian_stats(extract_features(classifier, reference))
     return frechet_distance(*gaussian_stats(f), *ref)

@@ -1,6 +1,6 @@
 """Checks for lesson 06, score matching.
 
-    from minidiff.checks import lesson06 as check
+    from minidiff.course.checks import lesson06 as check
     check.mixture_score(mixture_score)
     check.ve_noised(ve_noised)
     check.dsm_objective(dsm_objective)
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import score as ref
-from ..data.toy import GaussianMixture
-from ..schedules import NoiseSchedule
+from ... import score as ref
+from ...data.toy import GaussianMixture
+from ...schedules import NoiseSchedule
 from .core import Tester, diagnose, exercise
 
 

@@ -1,6 +1,6 @@
 """Checks for lesson 02, the forward process.
 
-    from minidiff.checks import lesson02 as check
+    from minidiff.course.checks import lesson02 as check
     check.add_noise(add_noise)                        # q(x_t | x_0), eq. 4
     check.q_step(q_step)                              # q(x_t | x_{t−1}), eq. 2
     check.q_posterior_mean_var(q_posterior_mean_var)  # q(x_{t−1} | x_t, x_0), eqs. 6–7
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import forward as ref
-from ..schedules import NoiseSchedule
-from .core import Tester, _Abort, diagnose, exercise
+from ... import forward as ref
+from ...schedules import NoiseSchedule
+from .core import Tester, Abort, diagnose, exercise
 
 BROADCAST_HINT = (
     "index the schedule with t, then reshape to (B, 1, 1, 1) so it broadcasts over each image: "
@@ -29,7 +29,7 @@ def _call(t: Tester, fn, *args):
     """t.call, with a broadcasting hint when the learner's code trips over shapes."""
     try:
         return t.call(fn, *args)
-    except _Abort:
+    except Abort:
         msgs = t.result.messages
         if msgs and ("size of tensor" in msgs[-1] or "shape" in msgs[-1]):
             msgs[-1] = msgs[-1].rsplit("Hint:", 1)[0] + "Hint: " + BROADCAST_HINT
@@ -183,7 +183,7 @@ def q_posterior_mean_var(t: Tester, fn):
     except RuntimeError:
         t.check(False, "the variance broadcasts against x", f"got shape {tuple(var.shape)} for x of shape {tuple(x0.shape)}",
                 hint=BROADCAST_HINT)
-        raise _Abort
+        raise Abort
     ref_mean, ref_var = ref.q_posterior_mean_var(s, x0, xt, ts)
     ref_var_full = torch.broadcast_to(ref_var, x0.shape)
 

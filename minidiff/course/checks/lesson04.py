@@ -1,6 +1,6 @@
 """Checks for lesson 04, DDPM on 2D toy data.
 
-    from minidiff.checks import lesson04 as check
+    from minidiff.course.checks import lesson04 as check
     check.timestep_embedding(timestep_embedding)   # sinusoidal features of t
     check.train_step(train_step)                   # one AdamW step on L_simple (Algorithm 1)
     check.ddpm_step(ddpm_step)                     # one reverse step (Algorithm 2, line 4)
@@ -22,10 +22,10 @@ from functools import partial
 
 import torch
 
-from .. import embedding as emb_ref
-from .. import sampling as samp_ref
-from ..forward import q_posterior_mean_var
-from ..schedules import NoiseSchedule
+from ... import embedding as emb_ref
+from ... import sampling as samp_ref
+from ...forward import q_posterior_mean_var
+from ...schedules import NoiseSchedule
 from . import core
 from .core import Tester, exercise
 

@@ -14,7 +14,7 @@ came back, and a hint. Learner code that raises, returns NaN, has the wrong shap
 or never ends (a per-call time limit) gets a message; the kernel never crashes.
 
 When $MINIDIFF_GRADE_LOG names a file, each result is also appended to it as one
-JSON line: that is how `minidiff.grader` reads scores out of a notebook run.
+JSON line: that is how `minidiff.course.grader` reads scores out of a notebook run.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 REGISTRY: dict[str, list["Exercise"]] = {}
+PASSED: dict[str, bool] = {}  # exercise name -> did its last check pass every test? (read by notebook.use)
 DEFAULT_TIME_LIMIT = float(os.environ.get("MINIDIFF_CHECK_TIMEOUT", 60))
 
 
-class _Abort(Exception):
+class Abort(Exception):
     """Stops an exercise's remaining tests (the learner's code could not run)."""
 
 
@@ -126,7 +127,7 @@ class Tester:
         if not callable(fn):
             self.result.status = "error"
             self._record(False, f"expected a function, got {type(fn).__name__}")
-            raise _Abort
+            raise Abort
         try:
             with _time_limit(self.time_limit):
                 return fn(*args, **kwargs)
@@ -135,7 +136,7 @@ class Tester:
             self.result.messages.append(
                 f"{name} still raises NotImplementedError: replace the stub with your code."
             )
-            raise _Abort
+            raise Abort
         except _TimeUp:
             self.result.status = "error"
             self._record(
@@ -143,7 +144,7 @@ class Tester:
                 f"{name} did not finish within {self.time_limit:g} s",
                 hint="look for a loop whose condition never changes, or a loop over far too many items",
             )
-            raise _Abort
+            raise Abort
         except Exception as e:  # learner code may raise anything
             self.result.status = "error"
             where = traceback.extract_tb(e.__traceback__)[-1]
@@ -153,7 +154,7 @@ class Tester:
                 detail=f"(line {where.lineno} of {where.name})",
                 hint="run the function on the example inputs in the exercise text and read the traceback",
             )
-            raise _Abort
+            raise Abort
 
     # -- common tests ----------------------------------------------------------
     def tensor(self, out, shape=None, dtype=None, what: str = "the result") -> bool:
@@ -165,7 +166,7 @@ class Tester:
                 f"got {type(out).__name__}",
                 hint="return a tensor (torch.*), not a list, float or numpy array",
             )
-            raise _Abort
+            raise Abort
         ok = True
         if shape is not None and tuple(out.shape) != tuple(shape):
             ok = self._record(
@@ -174,7 +175,7 @@ class Tester:
                 f"expected {tuple(shape)}, got {tuple(out.shape)}",
                 hint="check broadcasting over the batch: index with t, then reshape to (B, 1, ...)",
             )
-            raise _Abort
+            raise Abort
         if dtype is not None and out.dtype != dtype:
             ok = self._record(False, f"{what} has dtype {out.dtype}", f"expected {dtype}",
                               hint="keep the dtype of the inputs; avoid mixing numpy and torch")
@@ -270,7 +271,7 @@ def exercise(lesson: str, name: str, points: float = 1.0, time_limit: float | No
             torch.manual_seed(1234)  # checks use their own random inputs...
             try:
                 test(tester, *learner_objs, **kwargs)
-            except _Abort:
+            except Abort:
                 pass
             except Exception as e:  # a bug in the check itself must not kill the kernel
                 result.status = "error"
@@ -282,6 +283,7 @@ def exercise(lesson: str, name: str, points: float = 1.0, time_limit: float | No
                 result.status = "failed"
             if result.status != "not attempted" and result.total:
                 result.score = points * result.passed / result.total
+            PASSED[name] = result.status == "ok" and result.passed == result.total > 0
             if not quiet:
                 _report(result)
             _log(result)

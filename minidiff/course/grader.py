@@ -1,14 +1,14 @@
 """Grade lesson notebooks: run each in a fresh kernel and collect what its check cells report.
 
-    python -m minidiff.grader lessons/01_noise_schedules.ipynb [more.ipynb | a folder]
+    python -m minidiff.course.grader lessons/01_noise_schedules.ipynb [more.ipynb | a folder]
            [--timeout 120] [--json grades.json] [--tier tiny|cpu|gpu] [--checks my_lesson.py]
     minidiff-grade submissions/alice/            # same thing, installed entry point
 
 Every check cell (`check.linear_betas(linear_betas)`) appends its result to the file
-named by $MINIDIFF_GRADE_LOG (see minidiff/checks/core.py). The grader points that
+named by $MINIDIFF_GRADE_LOG (see minidiff/course/checks/core.py). The grader points that
 variable at a temporary file, runs the notebook cell by cell with nbclient and reads
 the file back. The list of exercises and their points comes from the lesson's check
-module (`minidiff.checks.exercises_for("01")`, the lesson id being the file name's
+module (`minidiff.course.checks.exercises_for("01")`, the lesson id being the file name's
 two-digit prefix), so an exercise whose check never reported still appears, with 0
 points and the reason: its cell timed out, the kernel died, the stub still raises
 NotImplementedError, or no cell calls the check. When a check reports several times
@@ -48,7 +48,7 @@ LESSON_FILE = re.compile(r"^(\d\d)_.*\.ipynb$")
 PROBE_TIMEOUT = 15  # seconds a kernel gets to answer after an interrupt
 # Run before the notebook, outside its time limits: importing torch can take longer
 # than a short --timeout on a busy machine, and that is not the learner's fault.
-WARM_UP = "import minidiff.checks.core, minidiff.notebook"
+WARM_UP = "import minidiff.course.checks.core, minidiff.course.notebook"
 WARM_UP_TIMEOUT = 300
 
 
@@ -91,16 +91,16 @@ def load_check_module(path: Path) -> None:
 
 def exercises(lesson: str) -> list:
     """The lesson's exercises (name, points), from its check module or from checks already loaded."""
-    from minidiff.checks import REGISTRY, exercises_for
+    from minidiff.course.checks import REGISTRY, exercises_for
 
     try:
         return exercises_for(lesson)
     except ModuleNotFoundError as e:
-        if e.name != f"minidiff.checks.lesson{lesson}":
+        if e.name != f"minidiff.course.checks.lesson{lesson}":
             raise  # the check module exists but is broken: show the real error
         if REGISTRY.get(lesson):
             return list(REGISTRY[lesson])
-        raise UsageError(f"lesson {lesson}: no check module minidiff/checks/lesson{lesson}.py "
+        raise UsageError(f"lesson {lesson}: no check module minidiff/course/checks/lesson{lesson}.py "
                          "(pass one with --checks FILE)") from None
 
 
@@ -108,7 +108,7 @@ def check_cells(nb, lesson: str, names: list[str]) -> dict[str, int]:
     """For each exercise, the index of the last code cell that calls its check."""
     alias = "check"
     for cell in nb.cells:
-        m = re.search(rf"(?:from\s+minidiff\.checks\s+import\s+lesson{lesson}|import\s+[\w.]*lesson{lesson})\s+as\s+(\w+)",
+        m = re.search(rf"(?:from\s+minidiff\.(?:course\.)?checks\s+import\s+lesson{lesson}|import\s+[\w.]*lesson{lesson})\s+as\s+(\w+)",
                       cell.source if cell.cell_type == "code" else "")
         if m:
             alias = m.group(1)
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the grades (with timings) to this file")
     ap.add_argument("--tier", choices=("tiny", "cpu", "gpu"), help="MINIDIFF_TIER for the kernels")
     ap.add_argument("--checks", type=Path, action="append", default=[],
-                    help="a check module file to load, for lessons outside minidiff.checks")
+                    help="a check module file to load, for lessons outside minidiff.course.checks")
     args = ap.parse_args(argv)
     try:
         for path in args.checks:

@@ -1,6 +1,6 @@
 """Checks for lesson 03, the ELBO.
 
-    from minidiff.checks import lesson03 as check
+    from minidiff.course.checks import lesson03 as check
     check.gaussian_kl(gaussian_kl)                      # KL between diagonal Gaussians
     check.predict_mean_from_eps(predict_mean_from_eps)  # μ_θ from ε_θ, DDPM eq. 11
     check.eps_mse_weight(eps_mse_weight)                # λ_t of DDPM eq. 12
@@ -18,9 +18,9 @@ import math
 
 import torch
 
-from .. import elbo as ref
-from ..forward import add_noise, q_posterior_mean_var
-from ..schedules import NoiseSchedule
+from ... import elbo as ref
+from ...forward import add_noise, q_posterior_mean_var
+from ...schedules import NoiseSchedule
 from .core import Tester, diagnose, exercise
 
 

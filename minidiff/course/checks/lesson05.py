@@ -1,6 +1,6 @@
 """Checks for lesson 05, the U-Net on MNIST.
 
-    from minidiff.checks import lesson05 as check
+    from minidiff.course.checks import lesson05 as check
     check.resblock_forward(resblock_forward)   # a residual block with the timestep embedding
     check.unet_forward(unet_forward)           # the skip wiring of the U-Net
     check.ema_update(ema_update)               # θ_ema ← d θ_ema + (1 − d) θ
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import unet as ref
+from ... import unet as ref
 from .core import Tester, exercise
 
 

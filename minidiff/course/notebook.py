@@ -1,6 +1,6 @@
 """One call at the top of every lesson: seeds, threads, figures, device and budget.
 
-    from minidiff.notebook import setup
+    from minidiff.course.notebook import setup
     lesson = setup()                      # prints one line: device, tier, seed
     steps = lesson.budget(cpu=2_000, gpu=20_000)
 
@@ -18,37 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..utils import pick_device, progress, progress_enabled  # noqa: F401  (re-exported for the lessons)
+
 TIERS = ("tiny", "cpu", "gpu")
-
-
-def pick_device() -> torch.device:
-    """cuda, then Apple's mps, then cpu. Never hard-code 'cuda' in a lesson."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every cuda device
-
-
-def progress_enabled() -> bool:
-    """Progress bars help learners, but their timings change every run, so the
-    tests (and the runs that store outputs) switch them off with MINIDIFF_NO_PROGRESS=1."""
-    return os.environ.get("MINIDIFF_NO_PROGRESS", "0") in ("", "0")
-
-
-def progress(iterable=None, **kwargs):
-    """tqdm's notebook-aware bar, or a silent pass-through under tests."""
-    if not progress_enabled():
-        kwargs["disable"] = True
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kwargs)
 
 
 @dataclass
@@ -123,3 +101,21 @@ def setup(seed: int = 0, tier: str | None = None, threads: int | None = None, qu
     if not quiet:
         print(f"minidiff: device={device.type}, tier={tier}, seed={seed}")
     return lesson
+
+
+def use(mine, reference, name: str | None = None):
+    """Your function if its check passed, minidiff's `reference` otherwise; prints which one.
+
+        ddpm_step = use(ddpm_step, minidiff.sampling.ddpm_step)
+
+    Later cells then run on your own code once it is right, and the lesson still runs to the
+    end while an exercise is unfinished.
+    """
+    from .checks.core import PASSED
+
+    name = name or getattr(reference, "__name__", "this function")
+    if PASSED.get(name, False):
+        print(f"using your {name} (its check passed)")
+        return mine
+    print(f"using minidiff's {name} (yours has not passed its check yet)")
+    return reference

@@ -1,6 +1,6 @@
 """Checks for lesson 08, classifier-free guidance.
 
-    from minidiff.checks import lesson08 as check
+    from minidiff.course.checks import lesson08 as check
     check.label_dropout(label_dropout)
     check.guided_eps(guided_eps)
     check.implicit_classifier_grad(implicit_classifier_grad)
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import guidance as ref
-from ..schedules import NoiseSchedule
+from ... import guidance as ref
+from ...schedules import NoiseSchedule
 from .core import Tester, diagnose, exercise
 
 
@@ -134,7 +134,7 @@ def guided_eps(t: Tester, fn):
 
 
 def _mixture_model():
-    from ..data import GaussianMixture
+    from ...data import GaussianMixture
 
     means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
     schedule = NoiseSchedule.make("linear", T=1000)

@@ -1,0 +1,126 @@
+"""Train the MNIST U-Net of lesson 05 (or, with --num-classes, the conditional one of lesson 08)
+and ship its EMA weights with a card.
+
+    python -m minidiff.scripts.train_unet --steps 4000 --channels 16 32 64 --out data/checkpoints/unet_mnist
+
+The loop is the library's one training loop (`minidiff.training.train`) on L_simple
+(`minidiff.losses.ddpm_loss`, or `minidiff.guidance.cfg_loss` with label dropout): the whole
+data set lives on the device, batches are random rows drawn with a seeded generator, the
+learning rate warms up linearly then decays with a cosine, and the resumable state is saved
+every --save-every steps, so `--resume` continues a stopped run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import save_checkpoint
+from ..data.mnist import mnist_images
+from ..guidance import cfg_loss
+from ..losses import ddpm_loss
+from ..paths import find_dir
+from ..schedules import NoiseSchedule
+from ..training import train
+from ..unet import UNet
+from ..utils import count_parameters, pick_device
+from . import hardware
+
+# run-control flags, left out of the card's command (they do not change the weights)
+RUN_CONTROL = {"--resume": 0, "--max-minutes": 1, "--stop-after": 1, "--state": 1, "--save-every": 1}
+
+
+def card_command(argv: list[str], stopped_at: int, steps: int) -> str:
+    """The command that reproduces exactly these weights: the run-control flags dropped, and the
+    step where training stopped named (a time-limited run stops part-way through its lr schedule)."""
+    kept, i = [], 0
+    while i < len(argv):
+        if argv[i] in RUN_CONTROL:
+            i += 1 + RUN_CONTROL[argv[i]]
+            continue
+        kept.append(argv[i])
+        i += 1
+    if stopped_at < steps:
+        kept += ["--stop-after", str(stopped_at)]
+    return "python -m minidiff.scripts.train_unet " + " ".join(kept)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minidiff.scripts.train_unet",
+                                description="Train the lesson-05 U-Net on MNIST and save its EMA weights with a card.")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--num-res-blocks", type=int, default=1)
+    p.add_argument("--no-attention", action="store_true")
+    p.add_argument("--num-classes", type=int, default=None, help="train a class-conditional model (e.g. 10)")
+    p.add_argument("--p-uncond", type=float, default=0.0, help="label dropout probability (with --num-classes)")
+    p.add_argument("--schedule", default="linear")
+    p.add_argument("--T", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="data/checkpoints/unet_mnist", help="shipped checkpoint: OUT.pt + OUT.json")
+    p.add_argument("--state", default=None, help="resumable training state (default: the cache folder, see minidiff.paths)")
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--resume", action="store_true", help="continue from --state if it exists")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many steps (of --steps); the card of a time-limited run records it")
+    p.add_argument("--fp16", action="store_true", help="store the shipped weights in float16")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the model's initial weights
+    device = torch.device(args.device) if args.device else pick_device()
+    model = UNet(1, tuple(args.channels), args.num_res_blocks, not args.no_attention, args.num_classes)
+    schedule = NoiseSchedule.make(args.schedule, args.T)
+    images, labels = mnist_images("train", device=device)
+    out = Path(args.out)
+    state = Path(args.state) if args.state else find_dir("cache") / f"{out.name}_state.pt"
+    print(f"UNet {model.config}: {count_parameters(model):,} parameters; device {device}; "
+          f"{args.steps} steps of batch {args.batch_size}", flush=True)
+    if args.num_classes:
+        loss, data = partial(cfg_loss, schedule, p_uncond=args.p_uncond), (images, labels)
+    else:
+        loss, data = partial(ddpm_loss, schedule), images
+    res = train(model, loss, data, args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                ema_decay=args.ema_decay, seed=args.seed, device=device, state_path=state, save_every=args.save_every,
+                resume=args.resume, stop_after=args.stop_after, channels_last=True,
+                max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, desc="training U-Net")
+    print(f"step {res.step}/{args.steps}; {res.seconds:.0f} s this run; {res.images_per_second:.1f} img/s; "
+          f"mean loss of the last 100 steps {sum(res.losses[-100:]) / max(1, len(res.losses[-100:])):.4f}", flush=True)
+    if res.step < (args.stop_after or args.steps):
+        print(f"stopped at step {res.step}: continue with the same command plus --resume (state in {state}); "
+              f"saving the EMA weights so far with a card that says --stop-after {res.step}")
+    card = {
+        "name": out.name,
+        "description": "EMA weights of the lesson-05 U-Net (ε-prediction) trained on the MNIST train set",
+        "command": card_command(list(argv if argv is not None else sys.argv[1:]), res.step, args.steps),
+        "schedule": {"name": args.schedule, "T": args.T},
+        "training": {"steps": args.steps, "stopped_at_step": res.step, "batch_size": args.batch_size, "lr": args.lr,
+                     "warmup": args.warmup, "ema_decay": args.ema_decay, "seed": args.seed, "p_uncond": args.p_uncond,
+                     "images_seen": res.step * args.batch_size,
+                     "final_loss_mean_last_100": round(sum(res.losses[-100:]) / len(res.losses[-100:]), 5)},
+        "budget": {"seconds_last_run": round(res.seconds), "images_per_second_last_run": round(res.images_per_second, 1),
+                   "note": "wall time of the last (possibly resumed) run only"},
+        "hardware": hardware(device),
+        "torch": torch.__version__,
+        "parameters": count_parameters(model),
+        "metrics": {},
+    }
+    save_checkpoint(res.ema.model, out, card=card, dtype=torch.float16 if args.fp16 else None)
+    print(f"saved {out}.pt and {out}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
