@@ -1,16 +1,17 @@
 """Classifier-free guidance: the fidelity / diversity trade-off, measured (lesson 08).
 
     python benchmarks/guidance.py                       # the committed table (see guidance.md)
-    python benchmarks/guidance.py --per-class 10 --steps 5 --out /tmp/g.json --md /tmp/g.md   # quick look
+    python benchmarks/guidance.py --per-class 10 --steps 5 --out g.json --md g.md   # a quick look, written beside you
 
 For each guidance scale w it draws `per_class` guided DDIM samples of every digit 0–9 from the
-shipped conditional checkpoint (`minidiff.guidance.sample_digits`, fixed seed) and measures, with
-lesson 05's evaluation classifier:
+shipped conditional checkpoint (`minidiff.guidance.guided_sample`, fixed seed) and measures, with
+lesson 05's evaluation classifier (`minidiff.eval.guidance.guidance_metrics`):
 
     accuracy   fraction of samples the classifier reads as the requested digit
-    fid        classifier FID (minidiff.fid, eq. F1) against the whole MNIST test set
+    fid        classifier FID (`minidiff.eval.fid`: the Fréchet distance of classifier features) against
+               the whole MNIST test set
     diversity  mean pairwise distance between classifier features of samples of the same class,
-               averaged over classes (`guidance.within_class_diversity`; a sample's class is the
+               averaged over classes (`eval.guidance.within_class_diversity`; a sample's class is the
                digit the classifier reads, so that w = 0 is measured the same way)
 
 plus the same FID for lesson 05's unconditional checkpoint (same sampler, same sample count),
@@ -34,11 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 from minidiff import guidance  # noqa: E402
 from minidiff.checkpoints import CheckpointError, load_checkpoint, read_card  # noqa: E402
-from minidiff.classifier import extract_features, load_classifier, predict  # noqa: E402
 from minidiff.data.mnist import mnist_images  # noqa: E402
 from minidiff.ddim import ddim_sample  # noqa: E402
-from minidiff.fid import fid_floor, frechet_distance, gaussian_stats  # noqa: E402
+from minidiff.eval.classifier import extract_features, load_classifier, predict  # noqa: E402
+from minidiff.eval.fid import fid_floor, frechet_distance, gaussian_stats  # noqa: E402
+from minidiff.eval.guidance import guidance_metrics, within_class_diversity  # noqa: E402
 from minidiff.schedules import NoiseSchedule  # noqa: E402
+from minidiff.unet import UNet  # noqa: E402
 
 
 def schedule_of(name: str) -> NoiseSchedule:
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
         return merge(args.merge, args.out, args.md)
     torch.set_num_threads(args.threads)
 
-    net = load_checkpoint(args.checkpoint)
+    net = load_checkpoint(args.checkpoint, UNet)
     schedule = schedule_of(args.checkpoint)
     classifier = load_classifier()
     x_test, y_test = mnist_images("test")
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     real = balanced_subset(y_test, args.per_class, args.seed)
     reference = {
         "fid_floor": fid_floor(classifier, x_train, ref, n=n, seed=args.seed),
-        "test_diversity": guidance.within_class_diversity(extract_features(classifier, x_test[real]), y_test[real]),
+        "test_diversity": within_class_diversity(extract_features(classifier, x_test[real]), y_test[real]),
         "test_accuracy": float((predict(classifier, x_test) == y_test).float().mean()),
     }
     print(f"n = {n} samples per scale; FID floor {reference['fid_floor']:.2f}; "
@@ -91,10 +94,10 @@ def main(argv=None) -> int:
     sweep = []
     for w in args.scales:
         t0 = time.perf_counter()
-        x = guidance.sample_digits(net, schedule, digits, w, steps=args.steps,
+        x = guidance.guided_sample(schedule, net, digits, w, (1, 28, 28), steps=args.steps,
                                    generator=torch.Generator().manual_seed(args.seed))
         seconds = time.perf_counter() - t0
-        m = guidance.guidance_metrics(classifier, x, digits, ref)
+        m = guidance_metrics(classifier, x, digits, ref)
         sweep.append({"w": w, **{k: round(v, 4) for k, v in m.items()}, "sampling_seconds": round(seconds, 1)})
         print(f"w = {w:g}: accuracy {m['accuracy']:.3f}, FID {m['fid']:.2f}, diversity {m['diversity']:.2f} "
               f"({seconds:.0f} s)", flush=True)
@@ -102,16 +105,16 @@ def main(argv=None) -> int:
     uncond = None
     if args.uncond:
         try:
-            model = load_checkpoint(args.uncond)
+            model = load_checkpoint(args.uncond, UNet)
             g = torch.Generator().manual_seed(args.seed)
             t0 = time.perf_counter()
-            x = torch.cat([ddim_sample(model, schedule_of(args.uncond), (min(500, n - i), 1, 28, 28), steps=args.steps,
+            x = torch.cat([ddim_sample(schedule_of(args.uncond), model, (min(500, n - i), 1, 28, 28), steps=args.steps,
                                        generator=g, clip_denoised=1.0) for i in range(0, n, 500)])
             seconds = time.perf_counter() - t0
             feats = extract_features(classifier, x)
             pred = predict(classifier, x)
             uncond = {"checkpoint": args.uncond, "fid": round(frechet_distance(*gaussian_stats(feats), *ref), 4),
-                      "diversity": round(guidance.within_class_diversity(feats, pred), 4),
+                      "diversity": round(within_class_diversity(feats, pred), 4),
                       "sampling_seconds": round(seconds, 1)}
             print(f"unconditional {args.uncond}: FID {uncond['fid']:.2f} ({seconds:.0f} s)", flush=True)
         except CheckpointError as e:
@@ -198,8 +201,8 @@ def markdown(r: dict) -> str:
         "",
         "Guidance convention: ε̃ = ε(∅) + w·(ε(y) − ε(∅)) (w = 0 unconditional, w = 1 conditional; "
         "Ho & Salimans' w′ = w − 1).",
-        "Accuracy: the evaluation classifier (`minidiff.classifier`) reads the requested digit. "
-        "FID: classifier FID (`minidiff.fid`) against the 10,000 MNIST test images. "
+        "Accuracy: the evaluation classifier (`minidiff.eval.classifier`) reads the requested digit. "
+        "FID: classifier FID (`minidiff.eval.fid`) against the 10,000 MNIST test images. "
         "Diversity: mean pairwise distance of classifier features between samples that the classifier reads as the "
         "same digit, averaged over digits (real test images: grouped by their labels).",
         "",

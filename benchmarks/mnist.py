@@ -17,6 +17,7 @@ import math
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,16 +25,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minidiff import fid  # noqa: E402
 from minidiff.checkpoints import load_checkpoint, read_card, update_card  # noqa: E402
-from minidiff.classifier import accuracy, class_histogram, extract_features, predict  # noqa: E402
 from minidiff.data.mnist import mnist_images  # noqa: E402
 from minidiff.ddim import ddim_sample  # noqa: E402
-from minidiff.notebook import pick_device  # noqa: E402
+from minidiff.eval import fid  # noqa: E402
+from minidiff.eval.classifier import MNISTClassifier, accuracy, class_histogram, extract_features, predict  # noqa: E402
+from minidiff.losses import ddpm_loss  # noqa: E402
 from minidiff.sampling import ddpm_sample  # noqa: E402
 from minidiff.schedules import NoiseSchedule  # noqa: E402
-from minidiff.train_unet import train_unet  # noqa: E402
+from minidiff.training import train  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
+from minidiff.utils import pick_device  # noqa: E402
 
 
 def sample_in_batches(fn, n, batch, seed):
@@ -54,11 +56,15 @@ def throughput(config, device, threads, steps, batch):
     s = NoiseSchedule.make("linear", 1000)
     rows = []
     for name, kw in [("eager fp32, NCHW", dict(channels_last=False, amp=False, compile=False)),
-                     ("tuned (channels-last" + (", bf16, compile)" if device.type == "cuda" else ")"), {})]:
+                     ("tuned (channels-last" + (", bf16, compile)" if device.type == "cuda" else ")"),
+                      dict(channels_last=True))]:
         torch.manual_seed(0)
         m = UNet(**config)
-        train_unet(m, s, images, 2, batch_size=batch, device=device, show_progress=False, **kw)  # warm-up
-        res = train_unet(UNet(**config), s, images, steps, batch_size=batch, device=device, show_progress=False, **kw)
+        # the settings of the training script (python -m minidiff.scripts.train_unet)
+        run = partial(train, loss_fn=partial(ddpm_loss, s), data=images, batch_size=batch, lr=2e-3, warmup=100,
+                      ema_decay=0.999, seed=0, device=device, show_progress=False, **kw)
+        run(m, steps=2)  # warm-up
+        res = run(UNet(**config), steps=steps)
         rows.append((name, res.images_per_second))
     return rows
 
@@ -70,7 +76,7 @@ def noise_tv(n: int) -> float:
 
 
 def verdicts(rows, args, device) -> list[str]:
-    """The issue's targets, each with what this run measured (no verdict where nothing was measured)."""
+    """The course's targets for lesson 05, each with what this run measured (no verdict where nothing was measured)."""
     ddim = [r for r in rows if r[0].startswith("DDIM") and r[1] == args.n]
     best = min(ddim, key=lambda r: r[2]) if ddim else None
     out = []
@@ -115,8 +121,8 @@ def main(argv=None):
     hw = (torch.cuda.get_device_name() if device.type == "cuda"
           else f"CPU {platform.machine()}, {torch.get_num_threads()} threads (shared machine)")
 
-    clf = load_checkpoint("mnist_classifier", device=device)
-    model = load_checkpoint("unet_mnist", device=device)
+    clf = load_checkpoint("mnist_classifier", MNISTClassifier, device=device)
+    model = load_checkpoint("unet_mnist", UNet, device=device)
     card = read_card("unet_mnist")
     s = NoiseSchedule.make(card["schedule"]["name"], card["schedule"]["T"])
     x_train, _ = mnist_images("train")
@@ -130,7 +136,7 @@ def main(argv=None):
     rows, ddim_sets = [], {}
     for k in args.ddim_steps:
         t0 = time.perf_counter()
-        xs = sample_in_batches(lambda b, g: ddim_sample(model, s, (b, 1, 28, 28), steps=k, device=device,
+        xs = sample_in_batches(lambda b, g: ddim_sample(s, model, (b, 1, 28, 28), steps=k, device=device,
                                                         generator=g, clip_denoised=1.0), args.n, args.batch, seed=0)
         secs = time.perf_counter() - t0
         d = fid.classifier_fid(clf, xs, ref)
@@ -140,7 +146,7 @@ def main(argv=None):
         print(rows[-1][:4], hist_stats(h), f"{secs:.0f} s", flush=True)
     if args.ddpm_n:
         t0 = time.perf_counter()
-        xs = sample_in_batches(lambda b, g: ddpm_sample(model, s, (b, 1, 28, 28), device=device, generator=g,
+        xs = sample_in_batches(lambda b, g: ddpm_sample(s, model, (b, 1, 28, 28), device=device, generator=g,
                                                         clip_denoised=1.0), args.ddpm_n, args.batch, seed=0)
         secs = time.perf_counter() - t0
         d = fid.classifier_fid(clf, xs, ref)

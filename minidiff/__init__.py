@@ -5,6 +5,8 @@ Layered from the bottom up; a module imports only from the layers above it in th
 
     utils            all      argument checks, seeded random numbers, the device, progress bars
     paths            02,05    where data, checkpoints and caches are found; sha256 of files
+    data.toy         02–07    2D datasets; exact densities and scores where they exist
+    data.mnist       02,05,08 MNIST from the official files, checksummed and cached
     schedules        01       β_t, α_t, ᾱ_t, SNR                           (NoiseSchedule)
     forward          02–04    q(x_t | x_0) = add_noise, the posterior, predict_x0, σ_t² tables
     losses           04       L_simple (ddpm_loss)
@@ -20,8 +22,6 @@ Layered from the bottom up; a module imports only from the layers above it in th
     langevin         07       Langevin, annealed Langevin, predictor–corrector
     guidance         08       classifier-free guidance: label dropout, the guided ε, cfg_loss
     checkpoints      05       save with a card, load with sha256 + weights_only
-    data.toy         02–07    2D datasets; exact densities and scores where they exist
-    data.mnist       02,05,08 MNIST from the official files, checksummed and cached
     eval             04–08    metrics (2D distances), classifier, fid, guidance trade-off numbers
     scripts          05,08    command lines that train and ship the checkpoints
 

@@ -88,8 +88,9 @@ def update_card(path, **fields) -> dict:
 def _verified_payload(path) -> tuple[dict, dict]:
     pt, js = checkpoint_paths(path)
     if not pt.exists():
-        raise CheckpointError(f"{pt}: checkpoint file not found. Shipped checkpoints live in {find_dir('checkpoints')}; "
-                              f"re-create it with the command in its card ({js.name}) if you have it.")
+        raise CheckpointError(f"{pt}: checkpoint file not found. Shipped checkpoints live in the course "
+                              "repository's data/checkpoints: run from a clone, or set MINIDIFF_CHECKPOINT_DIR to that folder; "
+                              f"or re-create it with the command in its card ({js.name}).")
     card = read_card(path)
     digest = sha256_file(pt)
     if digest != card.get("sha256"):

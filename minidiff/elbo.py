@@ -79,8 +79,7 @@ def discretized_gaussian_log_likelihood(x, mean, var, bins: int = 256) -> torch.
     return torch.where(x < -1 + 1e-3, log_cdf_upper, torch.where(x > 1 - 1e-3, log_sf_lower, mid))
 
 
-# -- from ε to x_0 and to the reverse mean ------------------------------------------------
-# -- the reverse variances and the weights of eq. 12 -------------------------------------------
+# -- the weights of DDPM eq. 12 -------------------------------------------
 def eps_mse_weight(schedule: NoiseSchedule, t, sigma2="beta") -> torch.Tensor:
     """λ_t in L_{t−1} = λ_t ‖ε − ε_θ‖² + C_t (DDPM eq. 12), for t in 1..T (float64, shape of t):
 

@@ -266,7 +266,9 @@ def guided_sample(schedule, model, y: torch.Tensor, w, shape, steps: int = 20, e
     """
     y = _labels("y", y, model_num_classes(model))
     shape = batch_shape((1, *shape))[1:]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:  # the model's device (a model without parameters, e.g. MixtureEps, samples on the CPU)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
     out = []
     for i in range(0, y.shape[0], batch_size):
         yb = y[i:i + batch_size].to(device)

@@ -1,6 +1,6 @@
 """Sampling with a score: Langevin dynamics, annealed Langevin, predictor–corrector (lesson 07).
 
-Unadjusted Langevin dynamics (Welling & Teh 2011; Song & Ermon 2019, eq. 4), with step size δ:
+Unadjusted Langevin dynamics (Welling & Teh 2011; Song & Ermon 2019, §2.2), with step size δ:
 
     x_{k+1} = x_k + (δ/2) ∇_x log p(x_k) + √δ z_k,     z_k ~ N(0, I)
 
@@ -56,7 +56,7 @@ def langevin_step(
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One unadjusted Langevin step (Song & Ermon 2019, eq. 4):  x + (δ/2) · score + √δ · z,  z ~ N(0, I).
+    """One unadjusted Langevin step (Song & Ermon 2019, §2.2):  x + (δ/2) · score + √δ · z,  z ~ N(0, I).
 
     x, score: tensors of the same shape (score = ∇ log p evaluated at x).
     step_size: δ > 0, a float or a tensor broadcastable against x (e.g. (B, 1) per row).
@@ -84,7 +84,7 @@ def langevin_sample(
     return_trajectory: bool = False,
     trajectory_stride: int = 1,
 ):
-    """Run `steps` Langevin steps (Song & Ermon 2019, eq. 4) from x0 with a fixed step size δ.
+    """Run `steps` Langevin steps (Song & Ermon 2019, §2.2) from x0 with a fixed step size δ.
 
     score_fn: any callable score_fn(x) -> ∇ log p(x), shaped like x (an exact score such as
         `GaussianMixture.score`, or `lambda x: model(x, sigma)`).

@@ -114,7 +114,8 @@ def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 
 def log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """λ_t = log SNR(t) = log ᾱ_t − log(1 − ᾱ_t), with log1p for accuracy when ᾱ_t is near 1."""
+    """λ_t = log SNR(t) = log ᾱ_t − log(1 − ᾱ_t), computing log(1 − ᾱ_t) as log1p(−ᾱ_t)
+    (exact to rounding when ᾱ_t is small, at large t)."""
     return torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
 
 

@@ -64,7 +64,7 @@ def random_batches(data, batch_size: int, generator: torch.Generator | None, dev
     from a function `data(n, generator) -> tensor`."""
     if isinstance(data, torch.Tensor):
         data = (data,)
-    if isinstance(data, (tuple, list)):
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
         data = tuple(t.to(device) for t in data)
         check_float("data", data[0])
         n = data[0].shape[0]

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from minidiff.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_card, save_checkpoint, sha256_file, update_card
-from minidiff.classifier import MNISTClassifier
+from minidiff.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_card, save_checkpoint, update_card
+from minidiff.eval.classifier import MNISTClassifier, load_classifier
+from minidiff.paths import sha256_file
 from minidiff.unet import UNet
 
 torch.set_num_threads(1)
@@ -25,7 +26,7 @@ def test_round_trip_rebuilds_from_config(tmp_path):
     m = small(num_classes=10)
     card = save_checkpoint(m, tmp_path / "m", card={"command": "x"})
     assert card["sha256"] == sha256_file(tmp_path / "m.pt") and card["class"] == "UNet"
-    loaded = load_checkpoint(tmp_path / "m")
+    loaded = load_checkpoint(tmp_path / "m", UNet)
     assert loaded.num_classes == 10 and not loaded.training
     for (k, a), b in zip(m.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
@@ -35,7 +36,7 @@ def test_round_trip_rebuilds_from_config(tmp_path):
 def test_fp16_storage_loads_as_float32(tmp_path):
     m = small()
     save_checkpoint(m, tmp_path / "h", dtype=torch.float16)
-    loaded = load_checkpoint(tmp_path / "h.pt")
+    loaded = load_checkpoint(tmp_path / "h.pt", UNet)
     w = loaded.conv_in.weight
     assert w.dtype == torch.float32
     assert torch.allclose(w, m.conv_in.weight, atol=1e-3) and not torch.equal(w, m.conv_in.weight)
@@ -43,12 +44,12 @@ def test_fp16_storage_loads_as_float32(tmp_path):
 
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "nothing")
+        load_checkpoint(tmp_path / "nothing", UNet)
     m = small()
     save_checkpoint(m, tmp_path / "m")
     (tmp_path / "m.json").unlink()
     with pytest.raises(CheckpointError, match="missing card"):
-        load_checkpoint(tmp_path / "m")
+        load_checkpoint(tmp_path / "m", UNet)
 
 
 def test_hash_mismatch(tmp_path):
@@ -57,20 +58,26 @@ def test_hash_mismatch(tmp_path):
     data[-50] ^= 0xFF
     (tmp_path / "m.pt").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
-        load_checkpoint(tmp_path / "m")
+        load_checkpoint(tmp_path / "m", UNet)
 
 
 def test_architecture_mismatch_lists_keys(tmp_path):
     save_checkpoint(small(), tmp_path / "m")
     with pytest.raises(CheckpointError) as e:
-        load_checkpoint(tmp_path / "m", model=UNet(channels=(8, 16), num_classes=10))
+        load_checkpoint(tmp_path / "m", UNet(channels=(8, 16), num_classes=10))
     assert "missing keys: class_emb.weight" in str(e.value)
     with pytest.raises(CheckpointError) as e:
-        load_checkpoint(tmp_path / "m", model=UNet(channels=(8, 16, 16)))
+        load_checkpoint(tmp_path / "m", UNet(channels=(8, 16, 16)))
     msg = str(e.value)
     assert "architecture mismatch" in msg and "missing keys: down.1.downsample" in msg and "26 in all" in msg
     with pytest.raises(CheckpointError, match=r"shape mismatches: conv_in.bias: checkpoint \(8,\) vs model \(4,\)"):
-        load_checkpoint(tmp_path / "m", model=UNet(channels=(4, 16)))
+        load_checkpoint(tmp_path / "m", UNet(channels=(4, 16)))
+
+
+def test_wrong_class_is_refused(tmp_path):
+    save_checkpoint(small(), tmp_path / "m")
+    with pytest.raises(CheckpointError, match="holds a UNet, not a MNISTClassifier"):
+        load_checkpoint(tmp_path / "m", MNISTClassifier)
 
 
 def test_weights_only_refuses_code(tmp_path):
@@ -83,7 +90,7 @@ def test_weights_only_refuses_code(tmp_path):
     torch.save({"format": "minidiff-checkpoint-1", "x": Evil()}, path)
     (tmp_path / "evil.json").write_text(json.dumps({"sha256": sha256_file(path)}))
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-        load_checkpoint(tmp_path / "evil")
+        load_checkpoint(tmp_path / "evil", UNet)
 
 
 def test_update_card_keeps_hash(tmp_path):
@@ -91,10 +98,10 @@ def test_update_card_keeps_hash(tmp_path):
     update_card(tmp_path / "m", metrics={"b": 2})
     card = read_card(tmp_path / "m")
     assert card["metrics"] == {"a": 1, "b": 2}
-    load_checkpoint(tmp_path / "m")  # still verifies
+    load_checkpoint(tmp_path / "m", UNet)  # still verifies
 
 
-@pytest.mark.parametrize("name,cls", [("unet_mnist", UNet), ("mnist_classifier", MNISTClassifier)])
+@pytest.mark.parametrize("name,cls", [("unet_mnist", UNet), ("unet_cond", UNet), ("mnist_classifier", MNISTClassifier)])
 def test_shipped_checkpoints(name, cls):
     pt, js = checkpoint_paths(name)
     if not pt.exists():
@@ -103,7 +110,10 @@ def test_shipped_checkpoints(name, cls):
     for key in ("sha256", "command", "hardware", "budget", "metrics"):
         assert key in card, key
     assert pt.stat().st_size < 8 * 2**20  # "a few MB"
-    m = load_checkpoint(name)
+    m = load_checkpoint(name, cls)
     assert isinstance(m, cls)
+    script = "train_classifier" if cls is MNISTClassifier else "train_unet"
+    assert card["command"].startswith(f"python -m minidiff.scripts.{script} "), card["command"]
     if cls is MNISTClassifier:
         assert card["metrics"]["test_accuracy"] >= 0.99
+        assert isinstance(load_classifier(), MNISTClassifier)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from minidiff import elbo
-from minidiff.checks import lesson03
+from minidiff import elbo, forward
+from minidiff.course.checks import lesson03
 from minidiff.forward import add_noise, q_posterior_mean_var
 from minidiff.schedules import NoiseSchedule, extract
 
@@ -77,21 +77,21 @@ def test_mean_from_true_eps_is_the_posterior_mean(name):
     t[0], t[1] = 1, 300
     x_t = add_noise(s, x0, eps, t)
     mean_q, _ = q_posterior_mean_var(s, x0, x_t, t)
-    assert torch.allclose(elbo.predict_mean_from_eps(s, x_t, t, eps), mean_q, rtol=1e-9, atol=1e-10)
-    assert torch.allclose(elbo.predict_x0_from_eps(s, x_t, t, eps), x0, rtol=1e-7, atol=1e-7)
+    assert torch.allclose(forward.predict_mean_from_eps(s, x_t, t, eps), mean_q, rtol=1e-9, atol=1e-10)
+    assert torch.allclose(forward.predict_x0(s, x_t, t, eps), x0, rtol=1e-7, atol=1e-7)
 
 
 def test_predict_from_eps_rejects_bad_input():
     s = NoiseSchedule.make("linear", 10)
     x = torch.zeros(2, 3)
-    with pytest.raises(ValueError, match="1..T"):
-        elbo.predict_mean_from_eps(s, x, torch.tensor([0, 3]), x)
+    with pytest.raises(ValueError, match="t ≥ 1"):
+        forward.predict_mean_from_eps(s, x, torch.tensor([0, 3]), x)
     with pytest.raises(ValueError, match="must match"):
-        elbo.predict_mean_from_eps(s, x, torch.tensor([1, 3]), torch.zeros(2, 4))
+        forward.predict_mean_from_eps(s, x, torch.tensor([1, 3]), torch.zeros(2, 4))
     with pytest.raises(TypeError, match="NoiseSchedule"):
-        elbo.predict_x0_from_eps(s.betas, x, torch.tensor([1, 3]), x)
+        forward.predict_x0(s.betas, x, torch.tensor([1, 3]), x)
     with pytest.raises(TypeError, match="integer timesteps"):
-        elbo.predict_x0_from_eps(s, x, torch.tensor([1.0, 3.0]), x)
+        forward.predict_x0(s, x, torch.tensor([1.0, 3.0]), x)
 
 
 @pytest.mark.parametrize("kind", ["beta", "beta_tilde"])
@@ -104,8 +104,8 @@ def test_kl_from_means_is_the_weighted_eps_mse(kind):
     eps, eps_theta = torch.randn_like(x0), torch.randn_like(x0)
     x_t = add_noise(s, x0, eps, t)
     mean_q, var_q = q_posterior_mean_var(s, x0, x_t, t)
-    var_p = extract(elbo.reverse_variances(s, kind), t, x0)
-    kl = elbo.gaussian_kl(mean_q, var_q, elbo.predict_mean_from_eps(s, x_t, t, eps_theta), var_p).sum(1)
+    var_p = extract(forward.reverse_variances(s, kind), t, x0)
+    kl = elbo.gaussian_kl(mean_q, var_q, forward.predict_mean_from_eps(s, x_t, t, eps_theta), var_p).sum(1)
     const = elbo.gaussian_kl(mean_q, var_q, mean_q, var_p).sum(1)
     lam = elbo.eps_mse_weight(s, t, kind)
     assert torch.allclose(kl, const + lam * ((eps - eps_theta) ** 2).sum(1), rtol=1e-8, atol=1e-10)
@@ -130,11 +130,11 @@ def test_eps_mse_weight_values_and_errors():
 
 def test_reverse_variances():
     s = NoiseSchedule.make("linear", 50)
-    bt = elbo.reverse_variances(s, "beta_tilde")
+    bt = forward.reverse_variances(s, "beta_tilde")
     _, var_q = q_posterior_mean_var(s, torch.zeros(49, 1, **F64), torch.zeros(49, 1, **F64), torch.arange(2, 51))
     assert torch.allclose(bt[2:], var_q.flatten())
     assert bt[1] == s.betas[1]  # β̃_1 = 0 is replaced so that the decoder is not a delta
-    assert torch.equal(elbo.reverse_variances(s, "beta"), s.betas)
+    assert torch.equal(forward.reverse_variances(s, "beta"), s.betas)
     assert (bt[1:] <= s.betas[1:] + 1e-15).all()  # β̃_t ≤ β_t
 
 
@@ -166,7 +166,7 @@ def exact_expected_bound(s, kind):
     With the optimal mean only the variances differ: the true one is β_t Var(x_{t−1}) / Var(x_t)."""
     ab = s.alphas_cumprod[:, None]
     v = ab * S2 + 1 - ab
-    r = (s.betas[1:, None] * v[:-1] / v[1:]) / elbo.reverse_variances(s, kind)[1:, None]
+    r = (s.betas[1:, None] * v[:-1] / v[1:]) / forward.reverse_variances(s, kind)[1:, None]
     prior = 0.5 * (v[-1] + ab[-1] * MU**2 - 1 - v[-1].log())
     entropy = 0.5 * torch.log(2 * math.pi * math.e * S2)
     return (entropy + prior + 0.5 * (r - 1 - r.log()).sum(0)).sum().item()
@@ -247,12 +247,33 @@ def test_vlb_rejects_bad_input():
         elbo.vlb_terms(s, lambda x, t: x, x0, decoder="bernoulli")
 
 
-# -- the lesson's checks accept minidiff's reference and reject a typical slip ---------------------
+# -- the lesson's checks accept minidiff's reference and reject typical slips ---------------------
 def test_lesson03_checks_pass_the_reference_and_fail_mistakes():
-    for name in ("gaussian_kl", "predict_mean_from_eps", "eps_mse_weight", "nats_to_bits_per_dim"):
-        r = getattr(lesson03, name)(getattr(elbo, name), quiet=True)
+    for name, ref in (("gaussian_kl", elbo.gaussian_kl), ("predict_mean_from_eps", forward.predict_mean_from_eps),
+                      ("eps_mse_weight", elbo.eps_mse_weight)):
+        r = getattr(lesson03, name)(ref, quiet=True)
         assert r.status == "ok" and r.passed == r.total, (name, r.messages)
     r = lesson03.gaussian_kl(lambda m1, v1, m2, v2: torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1, quiet=True)
-    assert r.status == "failed" and any("missing ½" in m for m in r.messages)
-    r = lesson03.eps_mse_weight(lambda s, t, v: s.betas[t] / (2 * v[t] * s.alphas[t] * (1 - s.alphas_cumprod[t])), quiet=True)
+    assert r.score < r.points and any("missing ½" in m for m in r.messages)
+    r = lesson03.gaussian_kl(lambda m1, v1, m2, v2: 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1), quiet=True)
+    assert any("log-variance" in m for m in r.messages) and any("Python numbers" in m for m in r.messages)
+
+    def weight_not_squared(s, t, sigma2="beta"):
+        v = forward.reverse_variances(s, sigma2)
+        return s.betas[t] / (2 * v[t] * s.alphas[t] * (1 - s.alphas_cumprod[t]))
+    r = lesson03.eps_mse_weight(weight_not_squared, quiet=True)
     assert r.status == "failed" and any("squared" in m for m in r.messages)
+
+    def weight_beta_tilde_1_is_0(s, t, sigma2="beta"):
+        v = forward.reverse_variances(s, sigma2).clone()
+        if sigma2 == "beta_tilde":
+            v[1] = 0.0
+        return s.betas[t] ** 2 / (2 * v[t] * s.alphas[t] * (1 - s.alphas_cumprod[t]))
+    r = lesson03.eps_mse_weight(weight_beta_tilde_1_is_0, quiet=True)
+    assert r.status == "failed" and any("σ_1² = β_1" in m for m in r.messages)
+
+    def mean_without_t_check(s, x_t, t, eps):
+        b, a, ab = (extract(v, t, x_t) for v in (s.betas, s.alphas, s.alphas_cumprod))
+        return (x_t - b / (1 - ab).sqrt() * eps) / a.sqrt()
+    r = lesson03.predict_mean_from_eps(mean_without_t_check, quiet=True)
+    assert r.status == "failed" and any("raise ValueError when any t < 1" in m for m in r.messages)

@@ -1,9 +1,9 @@
-"""minidiff.fid against closed forms: 1-D Gaussians, commuting covariances, invariances, the floor."""
+"""minidiff.eval.fid against closed forms: 1-D Gaussians, commuting covariances, invariances, the floor."""
 
 import pytest
 import torch
 
-from minidiff.fid import fid_from_features, frechet_distance, gaussian_stats, sqrtm_psd
+from minidiff.eval.fid import fid_from_features, frechet_distance, gaussian_stats, sqrtm_psd
 
 torch.set_num_threads(1)
 

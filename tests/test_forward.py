@@ -33,10 +33,10 @@ def test_q_mean_var_matches_add_noise_moments(s):
     x0 = torch.tensor([[2.0, -1.0]]).expand(50_000, 2)
     t = torch.full((50_000,), 300)
     g = torch.Generator().manual_seed(0)
-    xt = add_noise(s, x0, torch.randn(x0.shape, generator=g), t)
+    x_t = add_noise(s, x0, torch.randn(x0.shape, generator=g), t)
     mean, var = q_mean_var(s, x0, t)
-    assert torch.allclose(xt.mean(0), mean[0], atol=0.02)
-    assert torch.allclose(xt.var(0), var[0].expand(2), rtol=0.03)
+    assert torch.allclose(x_t.mean(0), mean[0], atol=0.02)
+    assert torch.allclose(x_t.var(0), var[0].expand(2), rtol=0.03)
 
 
 def test_iterated_q_step_matches_closed_form():
@@ -65,12 +65,12 @@ def test_posterior_matches_bayes_rule():
     s = NoiseSchedule.make("cosine", 100)
     t = torch.arange(2, 101)
     x0 = torch.randn(len(t), 1, dtype=torch.float64)
-    xt = torch.randn(len(t), 1, dtype=torch.float64)
-    mean, var = q_posterior_mean_var(s, x0, xt, t)
+    x_t = torch.randn(len(t), 1, dtype=torch.float64)
+    mean, var = q_posterior_mean_var(s, x0, x_t, t)
     a_prev = s.alphas_cumprod[t - 1].unsqueeze(1)
     alpha, beta = s.alphas[t].unsqueeze(1), s.betas[t].unsqueeze(1)
     precision = 1 / (1 - a_prev) + alpha / beta
-    bayes_mean = (a_prev.sqrt() * x0 / (1 - a_prev) + alpha.sqrt() * xt / beta) / precision
+    bayes_mean = (a_prev.sqrt() * x0 / (1 - a_prev) + alpha.sqrt() * x_t / beta) / precision
     assert torch.allclose(var, 1 / precision, rtol=1e-10)
     assert torch.allclose(mean, bayes_mean, rtol=1e-10, atol=1e-12)
 
@@ -93,8 +93,8 @@ def test_posterior_by_monte_carlo_conditioning():
 
 
 def test_posterior_edges(s):
-    x0, xt = torch.randn(2, 4), torch.randn(2, 4)
-    mean, var = q_posterior_mean_var(s, x0, xt, torch.tensor([1, 1000]))
+    x0, x_t = torch.randn(2, 4), torch.randn(2, 4)
+    mean, var = q_posterior_mean_var(s, x0, x_t, torch.tensor([1, 1000]))
     assert torch.allclose(mean[0], x0[0]) and var[0].item() == 0  # t = 1: x_0 is known exactly
     assert var.shape == (2, 1) and 0 < var[1].item() < s.betas[1000].item()  # β̃_t < β_t
 
@@ -121,7 +121,7 @@ def test_bad_arguments_raise_clear_errors(s, call, exc, match):
 
 # -- the lesson 02 checks: the reference scores full marks, common mistakes do not -------------
 
-from minidiff.checks import lesson02  # noqa: E402
+from minidiff.course.checks import lesson02  # noqa: E402
 from minidiff.schedules import extract  # noqa: E402
 
 
@@ -144,12 +144,33 @@ def _add_noise_no_reshape(s, x0, noise, t):
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
-def _q_step_with_abar(s, x, t, noise):
+def _add_noise_float32(s, x0, noise, t):
+    if noise.shape != x0.shape:
+        raise ValueError("shapes differ")
+    abar = extract(s.alphas_cumprod, t, x0)  # cast to float32 before 1 − ᾱ_t
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def _add_noise_no_shape_check(s, x0, noise, t):
+    abar = s.alphas_cumprod
+    return extract(abar.sqrt(), t, x0) * x0 + extract((1 - abar).sqrt(), t, x0) * noise
+
+
+def _q_step_with_abar(s, x, t, noise=None):
     return add_noise(s, x, noise, t)
 
 
-def _posterior_std_not_var(s, x0, xt, t):
-    mean, var = q_posterior_mean_var(s, x0, xt, t)
+def _q_step_no_t_check(s, x, t, noise=None):
+    noise = torch.randn_like(x) if noise is None else noise
+    return extract(s.alphas.sqrt(), t, x) * x + extract(s.betas.sqrt(), t, x) * noise
+
+
+def _q_step_noise_required(s, x, t, noise):
+    return q_step(s, x, t, noise)
+
+
+def _posterior_std_not_var(s, x0, x_t, t):
+    mean, var = q_posterior_mean_var(s, x0, x_t, t)
     return mean, var.sqrt()
 
 
@@ -158,7 +179,11 @@ def _posterior_std_not_var(s, x0, xt, t):
     [
         (lesson02.add_noise, _add_noise_variance_not_std, "variance vs std"),
         (lesson02.add_noise, _add_noise_no_reshape, "reshape to (B, 1, 1, 1)"),
+        (lesson02.add_noise, _add_noise_float32, "float64 schedule"),
+        (lesson02.add_noise, _add_noise_no_shape_check, "compare noise.shape with x0.shape"),
         (lesson02.q_step, _q_step_with_abar, "not √ᾱ_t"),
+        (lesson02.q_step, _q_step_no_t_check, "raise ValueError when any t < 1"),
+        (lesson02.q_step, _q_step_noise_required, "noise=None"),
         (lesson02.q_posterior_mean_var, _posterior_std_not_var, "variance vs std"),
     ],
 )

@@ -1,4 +1,4 @@
-"""minidiff.grader: solutions get full marks, untouched lessons zero, and grading survives
+"""minidiff.course.grader: solutions get full marks, untouched lessons zero, and grading survives
 wrong answers, infinite loops and dead kernels.
 
 Two layers: a fixture lesson "99" (tests/fixtures: three tiny exercises, fast) and the real
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from minidiff import grader
+from minidiff.course import grader
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -186,7 +186,7 @@ def test_usage_errors(tmp_path, capsys):
     bad = tmp_path / "77_unknown.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), bad)
     assert grader.main([str(bad)]) == 2
-    assert "no check module minidiff/checks/lesson77.py" in capsys.readouterr().err
+    assert "no check module minidiff/course/checks/lesson77.py" in capsys.readouterr().err
     odd = tmp_path / "notes.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), odd)
     assert grader.main([str(odd)]) == 2
@@ -194,7 +194,7 @@ def test_usage_errors(tmp_path, capsys):
 
 
 def test_module_entry_point():
-    r = subprocess.run([sys.executable, "-m", "minidiff.grader", "no/such/01_x.ipynb"],
+    r = subprocess.run([sys.executable, "-m", "minidiff.course.grader", "no/such/01_x.ipynb"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file" in r.stderr
 

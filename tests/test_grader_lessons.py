@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minidiff import grader
+from minidiff.course import grader
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))

@@ -1,4 +1,4 @@
-"""Unit tests of minidiff.guidance and of lesson 08's checks (they pass the reference, fail mistakes)."""
+"""Unit tests of minidiff.guidance, minidiff.eval.guidance and lesson 08's checks (they pass the reference, fail mistakes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from minidiff import guidance as g
-from minidiff.checks import lesson08 as check
+from minidiff.course.checks import lesson08 as check
 from minidiff.data import GaussianMixture
+from minidiff.eval.guidance import within_class_diversity
+from minidiff.losses import ddpm_loss
 from minidiff.sampling import ddpm_sample, ddpm_step
 from minidiff.schedules import NoiseSchedule
 
@@ -122,10 +124,10 @@ def test_guided_model_plugs_into_ddpm(toy):
     t = torch.tensor([20, 20])
     noise = torch.randn_like(x)
     a = ddpm_step(schedule, wrapped, x, t, noise=noise)
-    b = g.guided_ddpm_step(toy, schedule, x, t, y, 3.0, noise=noise)
+    b = g.guided_ddpm_step(schedule, toy, x, t, y, 3.0, noise=noise)
     c = ddpm_step(schedule, g.guided_eps(toy, x, t, y, 3.0), x, t, noise=noise)
     assert torch.allclose(a, b) and torch.allclose(a, c)
-    out = ddpm_sample(wrapped, schedule, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    out = ddpm_sample(schedule, wrapped, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 4, 4) and torch.isfinite(out).all()
 
 
@@ -133,7 +135,7 @@ def test_guided_ddim_step_closed_form(toy):
     schedule = NoiseSchedule.make("linear", T=1000)
     x = torch.randn(2, 1, 4, 4)
     y = torch.tensor([4, 5])
-    out = g.guided_ddim_step(toy, schedule, x, torch.tensor([700, 300]), torch.tensor([600, 0]), y, 2.0)
+    out = g.guided_ddim_step(schedule, toy, x, torch.tensor([700, 300]), torch.tensor([600, 0]), y, 2.0)
     eps = g.guided_eps(toy, x, torch.tensor([700, 300]), y, 2.0)
     ab = schedule.alphas_cumprod.float()
     x0 = (x - (1 - ab[[700, 300]]).sqrt().view(-1, 1, 1, 1) * eps) / ab[[700, 300]].sqrt().view(-1, 1, 1, 1)
@@ -141,7 +143,7 @@ def test_guided_ddim_step_closed_form(toy):
     expected0 = ab[600].sqrt() * x0[0] + (1 - ab[600]).sqrt() * eps[0]
     assert torch.allclose(out[0], expected0, atol=1e-5)
     with pytest.raises(ValueError, match="t_prev"):
-        g.guided_ddim_step(toy, schedule, x, torch.tensor([5, 5]), torch.tensor([5, 4]), y, 2.0)
+        g.guided_ddim_step(schedule, toy, x, torch.tensor([5, 5]), torch.tensor([5, 4]), y, 2.0)
 
 
 # -- Bayes' rule on an exact mixture --------------------------------------------------------
@@ -150,11 +152,11 @@ def test_guided_ddim_step_closed_form(toy):
 def test_implicit_classifier_is_bayes_gradient():
     mix = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), 0.6)
     schedule = NoiseSchedule.make("linear", T=1000)
-    model = g.MixtureEps(mix, schedule)
+    model = g.MixtureEps(schedule, mix)
     x = torch.randn(4, 2, dtype=torch.float64)
     t = torch.tensor([5, 200, 600, 999])
     y = torch.tensor([0, 1, 1, 0])
-    grad = g.implicit_classifier_grad(model(x, t, y), model(x, t, None), schedule, t)
+    grad = g.implicit_classifier_grad(schedule, model(x, t, y), model(x, t, None), t)
     xs = x.clone().requires_grad_(True)
     logp = sum(
         torch.log(mix.noised(schedule.alphas_cumprod[t[i]].item()).responsibilities(xs[i:i + 1]))[0, y[i]]
@@ -166,7 +168,7 @@ def test_implicit_classifier_is_bayes_gradient():
 def test_mixture_eps_unconditional_matches_noised_score():
     mix = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), 0.3)
     schedule = NoiseSchedule.make("linear", T=100)
-    model = g.MixtureEps(mix, schedule)
+    model = g.MixtureEps(schedule, mix)
     x = torch.randn(3, 2)
     t = torch.tensor([10, 50, 90])
     ab = schedule.alphas_cumprod[t]
@@ -181,11 +183,11 @@ def test_guidance_sharpens_exact_mixture_samples():
     """Guided DDPM with the exact mixture model: w = 1 samples class k, w > 1 pushes away from the rest."""
     mix = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), 0.7)
     schedule = NoiseSchedule.make("linear", T=200, beta_1=5e-4, beta_T=0.1)
-    model = g.MixtureEps(mix, schedule)
+    model = g.MixtureEps(schedule, mix)
     y = torch.ones(2000, dtype=torch.long)
     means = {}
     for w in (0.0, 1.0, 4.0):
-        x = ddpm_sample(g.guided_model(model, y, w), schedule, (2000, 2), generator=torch.Generator().manual_seed(1))
+        x = ddpm_sample(schedule, g.guided_model(model, y, w), (2000, 2), generator=torch.Generator().manual_seed(1))
         means[w] = x[:, 0].mean().item()
     assert abs(means[0.0]) < 0.1  # unconditional: both classes
     assert abs(means[1.0] - 1.0) < 0.1  # conditional: class 1, mean at μ_1
@@ -199,9 +201,9 @@ def test_within_class_diversity_closed_form():
     f = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0], [10.0, 2.0], [10.0, 4.0]])
     labels = torch.tensor([0, 0, 1, 1, 1])
     # class 0: one pair at distance 5; class 1: pairs at 2, 2, 4 → mean 8/3
-    assert math.isclose(g.within_class_diversity(f, labels), (5 + 8 / 3) / 2, rel_tol=1e-9)
+    assert math.isclose(within_class_diversity(f, labels), (5 + 8 / 3) / 2, rel_tol=1e-9)
     with pytest.raises(ValueError):
-        g.within_class_diversity(f[:1], labels[:1])
+        within_class_diversity(f[:1], labels[:1])
 
 
 # -- the checks accept the reference and reject common mistakes -------------------------------
@@ -212,51 +214,83 @@ def _score(fn_check, *objs):
 
 
 def test_checks_pass_reference():
-    for name, fn in [("label_dropout", g.label_dropout), ("guided_eps", g.guided_eps),
-                     ("implicit_classifier_grad", g.implicit_classifier_grad),
-                     ("guided_ddim_step", g.guided_ddim_step)]:
+    for name, fn in [("cfg_loss", g.cfg_loss), ("guided_eps", g.guided_eps), ("guided_sample", g.guided_sample)]:
         r = _score(getattr(check, name), fn)
-        assert r.status == "ok" and r.passed == r.total, (name, r.messages)
+        assert r.status == "ok" and r.passed == r.total > 0, (name, r.messages)
+
+
+def _loss_with(drop_to, inverted=False):
+    def loss(schedule, model, batch, generator=None, p_uncond=0.2):
+        x0, y = batch
+        u = torch.rand(y.shape, generator=generator)
+        drop = u > p_uncond if inverted else u < p_uncond
+        y = torch.where(drop, torch.full_like(y, drop_to if drop_to is not None else model.num_classes), y)
+        return ddpm_loss(schedule, lambda x_t, t: model(x_t, t, y), x0, generator)
+    return loss
+
+
+def _ddim_sample(clip_eps=True, last=True, w_used=True):
+    @torch.no_grad()
+    def sample(schedule, model, y, w, shape, steps=20, generator=None, clip_denoised=1.0, device=None):
+        def step(x, t, t_prev):
+            eps = g.guided_eps(model, x, torch.full_like(y, t), y, w if w_used else 1.0)
+            ab, abp = schedule.alphas_cumprod[t].item(), schedule.alphas_cumprod[t_prev].item()
+            x0 = (x - (1 - ab) ** 0.5 * eps) / ab**0.5
+            if clip_denoised is not None:
+                x0 = x0.clamp(-clip_denoised, clip_denoised)
+                if clip_eps:
+                    eps = (x - ab**0.5 * x0) / (1 - ab) ** 0.5
+            return abp**0.5 * x0 + (1 - abp) ** 0.5 * eps
+
+        from minidiff.ddim import ddim_timesteps
+        from minidiff.sampling import simulate
+        from minidiff.utils import randn
+        ts = ddim_timesteps(schedule.T, steps) + ([0] if last else [])
+        return simulate(step, randn((len(y), *shape), generator), ts)
+    return sample
 
 
 def test_checks_reject_mistakes():
-    def dropout_inverted(y, p, K, generator=None):
-        return torch.where(torch.rand(y.shape, generator=generator) > p, torch.full_like(y, K), y)
-
     def other_convention(model, x, t, y, w):
         return (1 + w) * model(x, t, y) - w * model(x, t, None)
 
-    def wrong_sign(ec, eu, schedule, t):
-        return (ec - eu) / (1 - schedule.alphas_cumprod[t]).sqrt()[:, None]
-
-    def unguided_ddim(model, schedule, x, t, tp, y, w):
-        return g.guided_ddim_step(model, schedule, x, t, tp, y, 1.0)
-
-    def stub(*args):
-        raise NotImplementedError
+    def two_passes(model, x, t, y, w):
+        e_y, e_n = model(x, t, y), model(x, t, None)
+        return e_n + (w.reshape(-1, 1, 1, 1) if isinstance(w, torch.Tensor) else w) * (e_y - e_n)
 
     for chk, fn, hint in [
-        (check.label_dropout, dropout_inverted, "torch.rand(...) < p_uncond"),
+        (check.cfg_loss, _loss_with(None, inverted=True), "torch.rand(...) < p_uncond"),
+        (check.cfg_loss, _loss_with(0), "not 0 or −1"),
         (check.guided_eps, other_convention, "the other convention"),
-        (check.implicit_classifier_grad, wrong_sign, "sign"),
-        (check.guided_ddim_step, unguided_ddim, "guided_eps"),
+        (check.guided_eps, two_passes, "eps.chunk(2)"),
+        (check.guided_sample, _ddim_sample(clip_eps=False), "recompute ε̃"),
+        (check.guided_sample, _ddim_sample(last=False), "t_prev = 0"),
+        (check.guided_sample, _ddim_sample(w_used=False), "guided ε̃"),
     ]:
         r = _score(chk, fn)
         assert r.passed < r.total and any(hint in m for m in r.messages), (chk.__name__, r.messages)
-    r = _score(check.guided_eps, stub)
-    assert r.status == "not attempted" and r.score == 0
+
+
+def test_checks_of_a_stub_say_not_attempted():
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+
+    for chk in (check.cfg_loss, check.guided_eps, check.guided_sample):
+        r = _score(chk, stub)
+        assert r.status == "not attempted" and r.score == 0
 
 
 # -- agreement with the other modules that implement the same idea ----------------------------
 
 
-def test_label_dropout_is_train_unets_dropout():
-    from minidiff.train_unet import drop_labels
-
-    y = torch.randint(0, 10, (500,))
-    a = g.label_dropout(y, 0.2, 10, torch.Generator().manual_seed(7))
-    b = drop_labels(y, 0.2, 10, torch.Generator().manual_seed(7))
-    assert torch.equal(a, b)
+def test_cfg_loss_is_label_dropout_then_ddpm_loss(toy):
+    schedule = NoiseSchedule.make("linear", T=50)
+    x0, y = torch.randn(8, 1, 4, 4), torch.randint(0, 10, (8,))
+    a = g.cfg_loss(schedule, toy, (x0, y), torch.Generator().manual_seed(7), p_uncond=0.4)
+    gen = torch.Generator().manual_seed(7)
+    y_dropped = g.label_dropout(y, 0.4, 10, gen)
+    b = ddpm_loss(schedule, lambda x_t, t: toy(x_t, t, y_dropped), x0, gen)
+    assert torch.allclose(a, b)
 
 
 def test_guided_model_with_ddim_sampler_equals_guided_ddim_steps(toy):
@@ -264,16 +298,16 @@ def test_guided_model_with_ddim_sampler_equals_guided_ddim_steps(toy):
 
     schedule = NoiseSchedule.make("linear", T=100)
     y = torch.tensor([3, 8])
-    out = ddim_sample(g.guided_model(toy, y, 2.0), schedule, (2, 1, 4, 4), steps=5,
+    out = ddim_sample(schedule, g.guided_model(toy, y, 2.0), (2, 1, 4, 4), steps=5,
                       generator=torch.Generator().manual_seed(0))
     x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     ts = ddim_timesteps(100, 5) + [0]
     for t, t_prev in zip(ts[:-1], ts[1:]):
-        x = g.guided_ddim_step(toy, schedule, x, t, t_prev, y, 2.0)
+        x = g.guided_ddim_step(schedule, toy, x, t, t_prev, y, 2.0)
     assert torch.allclose(out, x, atol=1e-5)
 
 
-def test_sample_digits_is_ddim_on_the_guided_model():
+def test_guided_sample_is_ddim_on_the_guided_model():
     from minidiff.ddim import ddim_sample
     from minidiff.unet import UNet
 
@@ -283,12 +317,14 @@ def test_sample_digits_is_ddim_on_the_guided_model():
         p.data += 0.05 * torch.randn_like(p)
     schedule = NoiseSchedule.make("linear", T=50)
     digits = torch.tensor([0, 5, 9])
-    a = g.sample_digits(net, schedule, digits, 2.0, steps=3, generator=torch.Generator().manual_seed(1), batch_size=2)
-    b = g.sample_digits(net, schedule, digits, 2.0, steps=3, generator=torch.Generator().manual_seed(1))
+    a = g.guided_sample(schedule, net, digits, 2.0, (1, 28, 28), steps=3, generator=torch.Generator().manual_seed(1),
+                        batch_size=2)
+    b = g.guided_sample(schedule, net, digits, 2.0, (1, 28, 28), steps=3, generator=torch.Generator().manual_seed(1))
     assert a.shape == (3, 1, 28, 28) and torch.allclose(a, b, atol=1e-5)  # batching does not change the images
-    c = ddim_sample(lambda x, t: net(x, t, digits), schedule, (3, 1, 28, 28), steps=3,
-                    generator=torch.Generator().manual_seed(1), clip_denoised=1.0)
-    d = g.sample_digits(net, schedule, digits, 1.0, steps=3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        c = ddim_sample(schedule, lambda x, t: net(x, t, digits), (3, 1, 28, 28), steps=3,
+                        generator=torch.Generator().manual_seed(1), clip_denoised=1.0)
+    d = g.guided_sample(schedule, net, digits, 1.0, (1, 28, 28), steps=3, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(c, d, atol=1e-5)  # w = 1 is the plain conditional model
     assert not torch.allclose(a, d, atol=1e-3)  # and w = 2 is not
 
@@ -296,11 +332,12 @@ def test_sample_digits_is_ddim_on_the_guided_model():
 def test_shipped_conditional_checkpoint():
     """data/checkpoints/unet_cond: hash-verified, conditional with ∅ = 10, card says how it was made."""
     from minidiff.checkpoints import load_checkpoint, read_card
+    from minidiff.unet import UNet
 
-    net = load_checkpoint("unet_cond")
+    net = load_checkpoint("unet_cond", UNet)
     card = read_card("unet_cond")
     assert net.num_classes == 10 and net.class_emb.weight.shape[0] == 11
-    assert card["command"].startswith("python -m minidiff.train_unet") and "--num-classes 10" in card["command"]
+    assert "train_unet" in card["command"] and "--num-classes 10" in card["command"]
     assert 0.1 <= card["training"]["p_uncond"] <= 0.2
     x = torch.randn(2, 1, 28, 28)
     t = torch.tensor([500, 500])

@@ -116,3 +116,22 @@ def test_the_checker_catches_a_cycle_and_a_private_import(tmp_path, monkeypatch)
         except AssertionError:
             continue
         raise AssertionError(f"{rule.__name__} missed the planted violation")
+
+
+# The library's layers, bottom first (the list in minidiff/__init__.py and AUTHORING.md).
+LAYERS = ["utils", "paths", "data", "schedules", "forward", "losses", "elbo", "embedding", "mlp", "unet", "ema",
+          "training", "sampling", "ddim", "score", "langevin", "guidance", "checkpoints", "eval", "scripts", "course"]
+
+
+def layer(mod: str) -> int:
+    parts = mod.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else len(LAYERS)  # the package's __init__ sits on top
+
+
+def test_arrows_only_go_down_the_layers():
+    bad = [f"{m} imports {d}" for m, deps in graph().items() for d in deps if layer(d) > layer(m)]
+    assert not bad, "imports that go up the layers:\n" + "\n".join(bad)
+
+
+def test_every_module_has_a_layer():
+    assert all(m == "minidiff" or m.split(".")[1] in LAYERS for m in graph())

@@ -1,11 +1,11 @@
-"""minidiff.metrics: energy distance, MMD and the data floor, against closed forms."""
+"""minidiff.eval.metrics: energy distance, MMD and the data floor, against closed forms."""
 
 import math
 
 import pytest
 import torch
 
-from minidiff import metrics
+from minidiff.eval import metrics
 
 
 def test_energy_distance_of_two_point_masses():

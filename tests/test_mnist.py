@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minidiff import paths
 from minidiff.data import mnist
 from minidiff.data.mnist import MNISTError, load_mnist, mnist_images, read_idx
 
@@ -152,7 +153,12 @@ def test_location_precedence(tmp_path, monkeypatch):
     assert mnist.mnist_dir(tmp_path / "arg") == tmp_path / "arg"
     assert mnist.mnist_dir() == tmp_path / "env"
     monkeypatch.delenv("MINIDIFF_MNIST_DIR")
-    assert mnist.mnist_dir() == mnist.REPO / "data" / "mnist"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # an empty user cache
+    repo_dir = paths.repo_root() / "data" / "mnist"
+    assert mnist.mnist_dir() == repo_dir  # the course's data/mnist, whether it exists yet or not
+    if not repo_dir.exists():  # then an existing user cache is used instead
+        (tmp_path / "xdg" / "minidiff" / "mnist").mkdir(parents=True)
+        assert mnist.mnist_dir() == tmp_path / "xdg" / "minidiff" / "mnist"
 
 
 # ---------------------------------------------------------------- bad files

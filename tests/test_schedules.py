@@ -125,7 +125,7 @@ def test_extract_rejects_bad_timesteps(t, exc, match):
 
 # -- the lesson 01 checks: the reference scores full marks, common mistakes do not -------------
 
-from minidiff.checks import lesson01  # noqa: E402
+from minidiff.course.checks import lesson01  # noqa: E402
 
 
 def _score(check, fn):
@@ -133,13 +133,17 @@ def _score(check, fn):
     return r.score / r.points, "\n".join(r.messages)
 
 
+def _tables(betas):
+    s = S.NoiseSchedule(betas)
+    return {k: getattr(s, k) for k in ("betas", "alphas", "alphas_cumprod", "snr", "log_snr")}
+
+
 @pytest.mark.parametrize(
     "check, fn",
     [
-        (lesson01.linear_betas, S.linear_betas),
-        (lesson01.alphas_cumprod, S.alphas_cumprod_from_betas),
+        (lesson01.schedule_tables, _tables),
         (lesson01.cosine_betas, S.cosine_betas),
-        (lesson01.log_snr, S.log_snr),
+        (lesson01.sigmoid_betas, S.sigmoid_betas),
     ],
 )
 def test_lesson01_checks_accept_the_reference(check, fn):
@@ -152,14 +156,34 @@ def _cosine_no_clip(T, s=0.008, max_beta=0.999):
     return 1 - abar[1:] / abar[:-1]
 
 
+def _tables_with(**changes):
+    """The reference tables with some entries replaced by a common mistake."""
+    def fn(betas):
+        d = _tables(betas)
+        d.update({k: f(betas, d) for k, f in changes.items()})
+        return d
+    return fn
+
+
+def _no_beta_0(betas):
+    a = torch.cumprod(1 - betas, 0)
+    return {"betas": betas, "alphas": 1 - betas, "alphas_cumprod": a, "snr": a / (1 - a), "log_snr": torch.log(a / (1 - a))}
+
+
 @pytest.mark.parametrize(
     "check, wrong, hint",
     [
-        (lesson01.linear_betas, lambda T, b1=1e-4, bT=0.02: torch.linspace(b1, bT, T + 1, dtype=torch.float64)[1:], "off by one"),
-        (lesson01.alphas_cumprod, lambda b: torch.cumprod(1 - b, 0), "prepend ᾱ_0 = 1"),
-        (lesson01.alphas_cumprod, lambda b: torch.cat([torch.ones(1, dtype=b.dtype), 1 - torch.cumsum(b, 0)]), "cumsum"),
+        (lesson01.schedule_tables, _no_beta_0, "prepend β_0 = 0"),
+        (lesson01.schedule_tables,
+         _tables_with(alphas_cumprod=lambda b, d: torch.cat([torch.ones(1, dtype=b.dtype), 1 - torch.cumsum(b, 0)])), "cumsum"),
+        (lesson01.schedule_tables, _tables_with(snr=lambda b, d: 1 / d["snr"]), "inverted"),
+        (lesson01.schedule_tables, _tables_with(log_snr=lambda b, d: d["snr"]), "returned the SNR itself"),
+        (lesson01.schedule_tables, _tables_with(log_snr=lambda b, d: torch.log10(d["snr"])), "natural log"),
         (lesson01.cosine_betas, _cosine_no_clip, "forgot the clip"),
-        (lesson01.log_snr, S.snr, "returned the SNR itself"),
+        (lesson01.sigmoid_betas, lambda T, start=-3.0, end=3.0, tau=1.0, max_beta=0.999:
+            S.sigmoid_betas(T, start, end, 1.0, max_beta), "left τ out"),
+        (lesson01.sigmoid_betas, lambda T, start=-3.0, end=3.0, tau=1.0, max_beta=0.999:
+            S.sigmoid_betas(T, start, end, tau, 1.0), "forgot the clip"),
     ],
 )
 def test_lesson01_checks_catch_common_mistakes(check, wrong, hint):
@@ -172,5 +196,5 @@ def test_lesson01_check_of_an_unsolved_stub_scores_zero():
     def stub(*args):
         raise NotImplementedError
 
-    r = lesson01.linear_betas(stub, quiet=True)
+    r = lesson01.schedule_tables(stub, quiet=True)
     assert r.status == "not attempted" and r.score == 0

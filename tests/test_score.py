@@ -10,7 +10,8 @@ from helpers import gen, random_mixture_params
 from minidiff import score
 from minidiff.data import toy
 from minidiff.data.toy import GaussianMixture
-from minidiff.schedules import NoiseSchedule
+from minidiff.mlp import EpsMLP
+from minidiff.schedules import NoiseSchedule, extract
 
 torch.set_num_threads(1)
 
@@ -73,14 +74,14 @@ def test_eps_to_score_is_the_gradient_of_the_noise_kernel():
     xt = (abar.sqrt() * x0 + (1 - abar).sqrt() * eps).requires_grad_(True)
     log_q = -((xt - abar.sqrt() * x0) ** 2 / (2 * (1 - abar))).sum()
     (grad,) = torch.autograd.grad(log_q, xt)
-    assert torch.allclose(score.eps_to_score(eps, s, t), grad)
+    assert torch.allclose(score.eps_to_score(s, eps, t), grad)
 
 
 def test_score_to_eps_inverts_eps_to_score_for_images():
     s = NoiseSchedule.make("linear", 1000)
     eps = torch.randn(3, 1, 4, 4)
     t = torch.tensor([1, 500, 1000])
-    back = score.score_to_eps(score.eps_to_score(eps, s, t), s, t)
+    back = score.score_to_eps(s, score.eps_to_score(s, eps, t), t)
     assert back.shape == eps.shape and back.dtype == torch.float32
     assert torch.allclose(back, eps, atol=1e-5)
 
@@ -88,7 +89,7 @@ def test_score_to_eps_inverts_eps_to_score_for_images():
 def test_eps_to_score_rejects_t_zero():
     s = NoiseSchedule.make("linear", 10)
     with pytest.raises(ValueError, match="1..T"):
-        score.eps_to_score(torch.randn(2, 2), s, torch.tensor([0, 3]))
+        score.eps_to_score(s, torch.randn(2, 2), torch.tensor([0, 3]))
 
 
 def test_exact_eps_model_gives_the_exact_noised_score():
@@ -99,7 +100,7 @@ def test_exact_eps_model_gives_the_exact_noised_score():
     abar = s.alphas_cumprod[30].item()
     x = p.noised(abar).sample(64, gen(8))
     eps_star = lambda x_t, tt: -math.sqrt(1 - abar) * p.noised(abar).score(x_t)  # noqa: E731
-    got = score.score_fn_from_eps(eps_star, s)(x, t)
+    got = score.score_fn_from_eps(s, eps_star)(x, t)
     assert torch.allclose(got, p.noised(abar).score(x), rtol=1e-5, atol=1e-5)
 
 
@@ -160,7 +161,7 @@ def test_dsm_loss_draws_from_the_given_levels():
         return torch.zeros_like(x)
 
     levels = torch.tensor([2.0, 0.5, 0.1])
-    loss = score.dsm_loss(spy, levels, torch.randn(500, 2), gen(12))
+    loss = score.dsm_loss(levels, spy, torch.randn(500, 2), gen(12))
     assert loss.dim() == 0
     used = torch.unique(seen[0])
     assert set(used.tolist()) <= set(levels.tolist()) and len(used) == 3
@@ -176,7 +177,7 @@ def test_dsm_errors_name_the_argument():
     with pytest.raises(ValueError, match="score_model"):
         score.dsm_objective(lambda x, s: x[:, :1], torch.randn(4, 2), 1.0, torch.randn(4, 2))
     with pytest.raises(TypeError, match="x0"):
-        score.dsm_loss(lambda x, s: x, torch.ones(2), torch.ones(4, 2, dtype=torch.long))
+        score.dsm_loss(torch.ones(2), lambda x, s: x, torch.ones(4, 2, dtype=torch.long))
 
 
 # ---------------------------------------------------------------- the network
@@ -196,7 +197,9 @@ def test_noise_conditional_score_shapes_and_scaling():
 
 
 def test_short_dsm_training_learns_the_noised_score():
-    from minidiff.training import train_toy
+    from functools import partial
+
+    from minidiff.training import train
 
     torch.manual_seed(0)
     p = toy.density("gmm8")
@@ -208,8 +211,8 @@ def test_short_dsm_training_learns_the_noised_score():
         x = q.sample(1000, gen(13))
         with torch.no_grad():
             before.append(score.relative_score_error(net(x, sigma), q.score(x)))
-    train_toy(net, sigmas, lambda n, g: toy.sample("gmm8", n, g), 400, lr=3e-3, generator=gen(14),
-              loss_fn=score.dsm_loss, show_progress=False)
+    train(net, partial(score.dsm_loss, sigmas), lambda n, g: toy.sample("gmm8", n, g), 400, lr=3e-3,
+          generator=gen(14), show_progress=False)
     for sigma, b in zip((0.5, 1.0), before):
         q = score.ve_noised(p, sigma)
         x = q.sample(1000, gen(15))
@@ -217,3 +220,98 @@ def test_short_dsm_training_learns_the_noised_score():
             err = score.relative_score_error(net(x, sigma), q.score(x))
         assert b == pytest.approx(1.0)  # the zero-initialised network predicts 0
         assert err < 0.35, f"σ = {sigma}: relative error {err:.3f} after training (1.0 before)"
+
+
+# ---------------------------------------------------------------- lesson 06 checks
+
+# The notebook's solutions, written the way a learner would (not minidiff's code).
+
+
+def _mixture_score(x, means, stds, weights):
+    diff = means[None] - x[:, None]
+    var = stds**2
+    logits = torch.log(weights) - 0.5 * x.shape[1] * torch.log(var) - diff.pow(2).sum(-1) / (2 * var)
+    return (torch.softmax(logits, dim=1)[:, :, None] * diff / var[None, :, None]).sum(1)
+
+
+def _dsm_loss(sigmas, score_model, x0, generator=None, half=0.5, power=1, per_row=True, weighted=True):
+    idx = torch.randint(len(sigmas), (x0.shape[0] if per_row else 1,), generator=generator)
+    sigma = sigmas[idx].to(x0).expand(x0.shape[0])
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    s = sigma.reshape(-1, *([1] * (x0.dim() - 1)))
+    out = score_model(x0 + s**power * noise, sigma)
+    return half * ((s * out + noise) if weighted else (out + noise / s)).pow(2).flatten(1).sum(1).mean()
+
+
+def _ncs(c_in=True, divide=True, log=True):
+    class Net(torch.nn.Module):
+        def __init__(self, dim=2, hidden=128, depth=3, emb_dim=32):
+            super().__init__()
+            self.eps_net = EpsMLP(dim=dim, hidden=hidden, depth=depth, emb_dim=emb_dim)
+
+        def forward(self, x, sigma):
+            sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])
+            s = sigma[:, None]
+            eps = self.eps_net(x / torch.sqrt(1 + s**2) if c_in else x, 100 * torch.log(sigma) if log else sigma)
+            return -eps / s if divide else -eps
+
+    return Net
+
+
+def _score_fn_from_eps(schedule, eps_model, var=False):
+    def score_fn(x_t, t):
+        eps = eps_model(x_t, t)
+        one_minus = 1 - extract(schedule.alphas_cumprod, t, eps)
+        return -eps / (one_minus if var else one_minus.sqrt())
+
+    return score_fn
+
+
+def _hinted(result, words):
+    return result.score < result.points and any(words in m for m in result.messages)
+
+
+def test_lesson06_checks_pass_the_solutions_and_minidiff():
+    from minidiff.course.checks import lesson06 as check
+
+    cases = [(check.mixture_score, _mixture_score), (check.mixture_score, score.mixture_score),
+             (check.dsm_loss, _dsm_loss), (check.dsm_loss, score.dsm_loss),
+             (check.NoiseConditionalScore, _ncs()), (check.NoiseConditionalScore, score.NoiseConditionalScore),
+             (check.score_fn_from_eps, _score_fn_from_eps), (check.score_fn_from_eps, score.score_fn_from_eps)]
+    for fn, ref in cases:
+        r = fn(ref, quiet=True)
+        assert r.status == "ok" and r.score == r.points, (r.exercise, ref, r.messages)
+
+
+def test_lesson06_checks_name_common_mistakes():
+    from functools import partial
+
+    from minidiff.course.checks import lesson06 as check
+
+    r = check.mixture_score(lambda x, m, s, w: _mixture_score(x, m, s, w) * s.mean(), quiet=True)
+    assert r.score < r.points
+    for kw, words in ((dict(half=1.0), "½ is missing"), (dict(per_row=False), "one per row"),
+                      (dict(weighted=False), "λ(σ) = σ² is missing"), (dict(power=2), "σ, not σ²")):
+        r = check.dsm_loss(partial(_dsm_loss, **kw), quiet=True)
+        assert _hinted(r, words), (kw, r.messages)
+    for kw, words in ((dict(c_in=False), "c_in"), (dict(divide=False), "divide the network's output by σ"),
+                      (dict(log=False), "100 · log σ")):
+        r = check.NoiseConditionalScore(_ncs(**kw), quiet=True)
+        assert _hinted(r, words), (kw, r.messages)
+    r = check.score_fn_from_eps(partial(_score_fn_from_eps, var=True), quiet=True)
+    assert _hinted(r, "not the variance")
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+
+    class Stub(torch.nn.Module):
+        def __init__(self, dim=2, hidden=128, depth=3, emb_dim=32):
+            super().__init__()
+            self.eps_net = EpsMLP(dim=dim, hidden=hidden, depth=depth, emb_dim=emb_dim)
+
+        def forward(self, x, sigma):
+            raise NotImplementedError
+
+    for fn, obj in ((check.mixture_score, stub), (check.dsm_loss, stub), (check.NoiseConditionalScore, Stub),
+                    (check.score_fn_from_eps, stub)):
+        assert fn(obj, quiet=True).status == "not attempted"

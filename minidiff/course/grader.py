@@ -4,7 +4,7 @@
            [--timeout 120] [--json grades.json] [--tier tiny|cpu|gpu] [--checks my_lesson.py]
     minidiff-grade submissions/alice/            # same thing, installed entry point
 
-Every check cell (`check.linear_betas(linear_betas)`) appends its result to the file
+Every check cell (`check.cosine_betas(cosine_betas)`) appends its result to the file
 named by $MINIDIFF_GRADE_LOG (see minidiff/course/checks/core.py). The grader points that
 variable at a temporary file, runs the notebook cell by cell with nbclient and reads
 the file back. The list of exercises and their points comes from the lesson's check

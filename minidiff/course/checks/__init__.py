@@ -1,6 +1,6 @@
 """Checks for the lessons' exercises: one module per lesson (lesson01, lesson02, ...).
 
-In a notebook:  `from minidiff.course.checks import lesson01 as check`, then `check.linear_betas(linear_betas)`.
+In a notebook:  `from minidiff.course.checks import lesson01 as check`, then `check.cosine_betas(cosine_betas)`.
 """
 
 import importlib

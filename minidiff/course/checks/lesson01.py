@@ -1,14 +1,13 @@
 """Checks for lesson 01, noise schedules.
 
     from minidiff.course.checks import lesson01 as check
-    check.linear_betas(linear_betas)
-    check.alphas_cumprod(alphas_cumprod)
-    check.cosine_betas(cosine_betas)
-    check.log_snr(log_snr)
+    check.schedule_tables(schedule_tables)   # β, α, ᾱ (ᾱ_0 = 1), SNR, log-SNR for t = 0..T
+    check.cosine_betas(cosine_betas)         # Nichol & Dhariwal 2021, eq. 17, clipped
+    check.sigmoid_betas(sigmoid_betas)       # the sigmoid schedule (Chen 2023)
 
-Each check first tests closed forms and edges (t = 1, t = T), then compares with
+Each check first tests closed forms and edges (t = 0, t = 1, t = T), then compares with
 minidiff's reference on other inputs. When a wrong answer matches a common mistake
-(off by one, cumsum for cumprod, no clipping, ...), the hint names that mistake.
+(off by one, cumsum for cumprod, no clipping, an inverted ratio, ...), the hint names that mistake.
 """
 
 from __future__ import annotations
@@ -20,76 +19,99 @@ import torch
 from ... import schedules as ref
 from .core import Tester, diagnose, exercise
 
-
-@exercise("01", "linear_betas", points=2)
-def linear_betas(t: Tester, fn):
-    """β_1..β_T rising linearly: shape, dtype, both ends, the spacing, other arguments."""
-    T = 1000
-    out = t.call(fn, T)
-    t.tensor(out, shape=(T,), dtype=torch.float64, what="linear_betas(1000)")
-    t.close(out[0], 1e-4, "β_1 equals beta_1 = 1e-4 (t = 1 edge)",
-            hint="the first entry is β_1 (t = 1): it should be beta_1 itself, not a step above it")
-    t.close(out[-1], 0.02, "β_T equals beta_T = 0.02 (t = T edge)",
-            hint="the last entry is β_T: torch.linspace(beta_1, beta_T, T) includes both ends")
-    steps = out[1:] - out[:-1]
-    t.close(steps, torch.full((T - 1,), (0.02 - 1e-4) / (T - 1), dtype=torch.float64),
-            "consecutive β_t differ by (beta_T − beta_1)/(T − 1)", hint="β_t should be linear in t: use torch.linspace")
-    T2, b1, bT = 10, 0.001, 0.1
-    out2 = t.call(fn, T2, b1, bT)
-    t.tensor(out2, shape=(T2,), what="linear_betas(10, 0.001, 0.1)")
-    diagnose(
-        t, out2, ref.linear_betas(T2, b1, bT), "linear_betas(10, 0.001, 0.1) matches minidiff.schedules.linear_betas",
-        {
-            "you return T + 1 values squeezed in: off by one in t (use linspace(beta_1, beta_T, T))":
-                torch.linspace(b1, bT, T2 + 1, dtype=torch.float64)[1:],
-            "you ignore the arguments beta_1 and beta_T (the defaults are hard-coded)":
-                torch.linspace(1e-4, 0.02, T2, dtype=torch.float64),
-        },
-        hint="use the arguments T, beta_1 and beta_T",
-    )
+TABLES = ("betas", "alphas", "alphas_cumprod", "snr", "log_snr")
 
 
-@exercise("01", "alphas_cumprod", points=2)
-def alphas_cumprod(t: Tester, fn):
-    """ᾱ_0..ᾱ_T from β_1..β_T: the t = 0 convention, a product (not a sum), dtype kept."""
+def _shape(t: Tester, out, n: int, what: str, short_hint: str) -> bool:
+    """Is `out` a float64 tensor of length n? A length of n − 1 gets `short_hint` (a missing t = 0 entry)."""
+    if not isinstance(out, torch.Tensor):
+        return t.check(False, f"{what} is a torch.Tensor", f"got {type(out).__name__}",
+                       hint="return torch tensors (torch.*), not lists, floats or numpy arrays")
+    if tuple(out.shape) != (n,):
+        hint = short_hint if tuple(out.shape) == (n - 1,) else f"{what} should hold {n} values"
+        return t.check(False, f"{what} has {n} entries", f"got shape {tuple(out.shape)}", hint=hint)
+    if out.dtype != torch.float64:
+        return t.check(False, f"{what} is float64", f"got {out.dtype}",
+                       hint="keep the schedule in float64: ᾱ_T is a product of many numbers just below 1")
+    return t.check(True, f"{what} is a float64 tensor of length {n}")
+
+
+@exercise("01", "schedule_tables", points=3)
+def schedule_tables(t: Tester, fn):
+    """The five tables of a NoiseSchedule from β_1..β_T: t = 0 conventions, a product, SNR, log-SNR."""
     T = 50
     betas = torch.rand(T, dtype=torch.float64) * 0.2 + 0.01
+    betas[0] = 0.5  # so that ᾱ_1 = 1/2: SNR(1) = 1 and λ_1 = 0 exactly
     alphas = 1 - betas
-    expected = ref.alphas_cumprod_from_betas(betas)
+    want = ref.NoiseSchedule(betas)
     out = t.call(fn, betas.clone())
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (T,):
-        t.check(False, "alphas_cumprod returns T + 1 values ᾱ_0..ᾱ_T",
-                f"got {T} values for {T} betas",
-                hint="prepend ᾱ_0 = 1 (no noise at t = 0), so that out[t] is ᾱ_t for t = 0..T")
+    if not isinstance(out, dict):
+        t.check(False, "returns a dict of tables", f"got {type(out).__name__}",
+                hint='end with return {"betas": ..., "alphas": ..., "alphas_cumprod": ..., "snr": ..., "log_snr": ...}')
         return
-    t.tensor(out, shape=(T + 1,), dtype=torch.float64, what="alphas_cumprod(betas)")
-    t.close(out[0], 1.0, "ᾱ_0 = 1 (t = 0 convention: no noise yet)",
-            hint="the first entry is ᾱ_0 = 1, the empty product; ᾱ_1 comes second")
-    t.close(out[1], alphas[0], "ᾱ_1 = 1 − β_1 (t = 1 edge)",
-            hint="ᾱ_1 = α_1 = 1 − β_1: check the order of the entries and that you use α = 1 − β, not β")
+    missing = [k for k in TABLES if k not in out]
+    if not t.check(not missing, "the dict has the keys " + ", ".join(TABLES), f"missing: {', '.join(missing)}",
+                   hint="use exactly the names of NoiseSchedule's attributes"):
+        return
+    ok = [_shape(t, out[k], T + 1, f'tables["{k}"]',
+                 "the tables have T + 1 entries, one per t = 0..T: prepend β_0 = 0 (no noise at t = 0); "
+                 "then α_0 = 1 and ᾱ_0 = 1 follow") for k in TABLES]
+    if not all(ok):
+        return
+    b, a, ab, snr, lam = (out[k] for k in TABLES)
+
+    t.close(b, want.betas, "betas: β_0 = 0, then β_1..β_T as given",
+            hint="betas[t] is β_t: index 0 holds β_0 = 0 and the input follows unchanged")
+    diagnose(t, a, want.alphas, "alphas: α_t = 1 − β_t for t = 0..T",
+             {"α_t = 1 − β_t, not β_t": want.betas, "you returned ᾱ_t under the name alphas": want.alphas_cumprod},
+             hint="α_t = 1 − β_t (DDPM §2)")
+    t.close(ab[0], 1.0, "ᾱ_0 = 1 (t = 0: no noise yet, the empty product)",
+            hint="the first entry is ᾱ_0 = 1; a cumulative product of α_0 = 1, α_1, ... gives it for free")
+    t.close(ab[1], 0.5, "ᾱ_1 = 1 − β_1 (t = 1 edge)",
+            hint="ᾱ_1 = α_1 = 1 − β_1: check the order of the entries and that you multiply α = 1 − β, not β")
     diagnose(
-        t, out[T], torch.prod(alphas), "ᾱ_T = ∏ (1 − β_s) (t = T edge)",
-        {
-            "you summed instead of multiplying: ᾱ_t is a cumulative *product* (torch.cumprod)":
-                1 - torch.sum(betas),
-            "you multiplied the β_s: ᾱ_t multiplies α_s = 1 − β_s": torch.prod(betas),
-        },
+        t, ab[T], torch.prod(alphas), "ᾱ_T = ∏ (1 − β_s) (t = T edge)",
+        {"you summed instead of multiplying: ᾱ_t is a cumulative *product* (torch.cumprod)": 1 - torch.sum(betas),
+         "you multiplied the β_s: ᾱ_t multiplies α_s = 1 − β_s": torch.prod(betas)},
         hint="ᾱ_T is the product of all T alphas",
     )
+    one = torch.ones(1, dtype=torch.float64)
     diagnose(
-        t, out, expected, "all of ᾱ_0..ᾱ_T match minidiff.schedules.alphas_cumprod_from_betas",
-        {
-            "you used cumsum: ᾱ_t is a cumulative product, torch.cumprod(1 - betas, 0)":
-                torch.cat([torch.ones(1, dtype=torch.float64), 1 - torch.cumsum(betas, 0)]),
-            "you used cumsum of the alphas: ᾱ_t is a cumulative product":
-                torch.cat([torch.ones(1, dtype=torch.float64), torch.cumsum(alphas, 0)]),
-            "you multiplied the betas: ᾱ_t multiplies α_s = 1 − β_s":
-                torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(betas, 0)]),
-        },
-        hint="out[t] = (1 − β_1)(1 − β_2)···(1 − β_t)",
+        t, ab, want.alphas_cumprod, "alphas_cumprod: all of ᾱ_0..ᾱ_T (DDPM eq. 4's product)",
+        {"you used cumsum: ᾱ_t is a cumulative product, torch.cumprod(alphas, 0)": torch.cat([one, 1 - torch.cumsum(betas, 0)]),
+         "you used cumsum of the alphas: ᾱ_t is a cumulative product": torch.cat([one, torch.cumsum(alphas, 0)]),
+         "you multiplied the betas: ᾱ_t multiplies α_s = 1 − β_s": torch.cat([one, torch.cumprod(betas, 0)])},
+        hint="alphas_cumprod[t] = (1 − β_1)(1 − β_2)···(1 − β_t)",
     )
-    out32 = t.call(fn, betas.float())
-    t.tensor(out32, shape=(T + 1,), dtype=torch.float32, what="alphas_cumprod(betas.float())")
+    t.check(snr[0].item() == math.inf and lam[0].item() == math.inf, "SNR(0) = λ_0 = +∞ (t = 0 edge)",
+            f"got SNR(0) = {snr[0].item():.4g}, λ_0 = {lam[0].item():.4g}",
+            hint="with ᾱ_0 = 1 the formulas give 1/0 = +inf and log(+inf) = +inf; keep them, do not patch entry 0")
+    t.close(snr[1], 1.0, "SNR(1) = 1 where ᾱ_1 = ½ (signal and noise equally strong)",
+            hint="SNR = ᾱ / (1 − ᾱ): signal power over noise power")
+    ab_ = want.alphas_cumprod[1:]
+    diagnose(
+        t, snr[1:], want.snr[1:], "snr: SNR(t) = ᾱ_t / (1 − ᾱ_t) for t = 1..T",
+        {"inverted: SNR is signal over noise, ᾱ_t / (1 − ᾱ_t)": (1 - ab_) / ab_,
+         "SNR uses ᾱ_t (alphas_cumprod), not α_t of one step": want.alphas[1:] / want.betas[1:],
+         "SNR is a ratio of powers (variances), ᾱ_t / (1 − ᾱ_t), not of amplitudes √ᾱ_t / √(1 − ᾱ_t)": (ab_ / (1 - ab_)).sqrt()},
+        hint="SNR(t) = ᾱ_t / (1 − ᾱ_t)", rtol=1e-9,
+    )
+    t.close(lam[1], 0.0, "λ_1 = log SNR(1) = 0 where ᾱ_1 = ½", hint="log 1 = 0: λ = log(ᾱ / (1 − ᾱ))", atol=1e-12)
+    diagnose(
+        t, lam[1:], want.log_snr[1:], "log_snr: λ_t = log SNR(t) for t = 1..T",
+        {"you returned the SNR itself: take its log": want.snr[1:],
+         "sign flipped: λ = log ᾱ − log(1 − ᾱ), signal over noise": -want.log_snr[1:],
+         "the log of a ratio is a difference of logs, not log(ᾱ)/log(1 − ᾱ)": torch.log(ab_) / torch.log1p(-ab_),
+         "use the natural log (torch.log), not log10": torch.log10(want.snr[1:])},
+        hint="λ_t = log ᾱ_t − log(1 − ᾱ_t)", rtol=1e-9,
+    )
+    # A real schedule: DDPM's linear one, T = 1000, against NoiseSchedule.make.
+    lin = ref.NoiseSchedule.make("linear", 1000)
+    out2 = t.call(fn, ref.linear_betas(1000))
+    ok = isinstance(out2, dict) and all(isinstance(out2.get(k), torch.Tensor) and out2[k].shape == (1001,) for k in TABLES)
+    t.check(ok and all(torch.allclose(out2[k][1:], getattr(lin, k)[1:], rtol=1e-9, atol=0) for k in TABLES),
+            "all five tables of linear_betas(1000) match NoiseSchedule.make('linear', 1000)",
+            hint="the same formulas on a longer schedule: if a test above failed, fix that first")
 
 
 @exercise("01", "cosine_betas", points=3)
@@ -97,7 +119,9 @@ def cosine_betas(t: Tester, fn):
     """Nichol & Dhariwal's cosine schedule: ᾱ_t = f(t)/f(0), β_t from ratios, clipped at max_beta."""
     T = 1000
     out = t.call(fn, T)
-    t.tensor(out, shape=(T,), dtype=torch.float64, what="cosine_betas(1000)")
+    if not _shape(t, out, T, "cosine_betas(1000)",
+                  "f is evaluated at the T + 1 points t = 0..T, which gives T ratios ᾱ_t/ᾱ_{t−1}: return all T of them"):
+        return
     diagnose(
         t, out.max(), 0.999, "β_T is clipped to max_beta = 0.999",
         {"you forgot the clip: without it β_T = 1, α_T = 0 and 1/√α_T is infinite; use .clamp(max=max_beta)": 1.0},
@@ -139,24 +163,49 @@ def cosine_betas(t: Tester, fn):
     )
 
 
-@exercise("01", "log_snr", points=1)
-def log_snr(t: Tester, fn):
-    """λ = log(ᾱ / (1 − ᾱ)): the value at ᾱ = 1/2, its sign, and agreement with the reference."""
-    abar = ref.NoiseSchedule.make("cosine", 200).alphas_cumprod[1:]
-    out = t.call(fn, abar.clone())
-    t.tensor(out, shape=abar.shape, dtype=torch.float64, what="log_snr(alphas_cumprod[1:])")
-    half = t.call(fn, torch.tensor([0.5], dtype=torch.float64))
-    t.tensor(half, shape=(1,), what="log_snr(0.5)")
-    t.close(half, 0.0, "log SNR = 0 where ᾱ = 1/2 (signal and noise equally strong)",
-            hint="SNR = ᾱ / (1 − ᾱ) is 1 at ᾱ = 1/2, so its log is 0")
+def _sigmoid_abar(T, start, end, tau):
+    """ᾱ_0..ᾱ_T of the sigmoid schedule, written out here independently of minidiff."""
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    u = [k / T for k in range(T + 1)]
+    return torch.tensor([(sig(end / tau) - sig((start + (end - start) * x) / tau)) / (sig(end / tau) - sig(start / tau))
+                         for x in u], dtype=torch.float64)
+
+
+@exercise("01", "sigmoid_betas", points=2)
+def sigmoid_betas(t: Tester, fn):
+    """The sigmoid schedule: ᾱ_{T/2} = ½ when start = −end, β_1 and β_T, other arguments."""
+    T = 1000
+    out = t.call(fn, T)
+    if not _shape(t, out, T, "sigmoid_betas(1000)",
+                  "evaluate ᾱ at the T + 1 points t = 0..T (u = t/T from 0 to 1), which gives T ratios ᾱ_t/ᾱ_{t−1}"):
+        return
+    abar = torch.cumprod(1 - out, 0)
+    t.close(abar[T // 2 - 1], 0.5, "start = −end: ᾱ_{T/2} = ½ (σ(0) = ½ lies halfway between σ(start/τ) and σ(end/τ))",
+            hint="ᾱ_t = (σ(end/τ) − σ((start + (end − start)·t/T)/τ)) / (σ(end/τ) − σ(start/τ)), with t/T from 0 to 1",
+            rtol=1e-9)
+    want = _sigmoid_abar(T, -3.0, 3.0, 1.0)
     diagnose(
-        t, out, ref.log_snr(abar), "matches minidiff.schedules.log_snr",
-        {
-            "you returned the SNR itself: take its log": ref.snr(abar),
-            "sign flipped: SNR = ᾱ / (1 − ᾱ), signal over noise": -ref.log_snr(abar),
-            "you took log(ᾱ)/log(1 − ᾱ): the log of a ratio is a difference of logs":
-                torch.log(abar) / torch.log1p(-abar),
-        },
-        hint="λ_t = log ᾱ_t − log(1 − ᾱ_t)",
-        rtol=1e-6,
+        t, out[0], 1 - want[1] / want[0], "β_1 = 1 − ᾱ_1/ᾱ_0 (t = 1 edge)",
+        {"off by one: ᾱ is evaluated at t = 0..T, and β_1 = 1 − ᾱ_1/ᾱ_0": 1 - want[2] / want[1]},
+        hint="β_t = 1 − ᾱ_t/ᾱ_{t−1}, with ᾱ evaluated at t = 0..T", rtol=1e-9,
+    )
+    diagnose(
+        t, out[-1], 0.999, "β_T is clipped to max_beta = 0.999 (ᾱ_T = 0 would give β_T = 1)",
+        {"you forgot the clip: ᾱ_T = 0 gives β_T = 1; use .clamp(max=max_beta)": 1.0},
+        hint="clip every β_t at max_beta", rtol=1e-9,
+    )
+    args = (40, -2.0, 4.0, 0.7, 0.9)
+    out2 = t.call(fn, *args)
+    t.tensor(out2, shape=(40,), what="sigmoid_betas(40, start=-2, end=4, tau=0.7, max_beta=0.9)")
+    T2, a, b, tau, m = args
+    diagnose(
+        t, out2, ref.sigmoid_betas(*args), "sigmoid_betas(40, -2, 4, 0.7, 0.9) matches minidiff.schedules.sigmoid_betas",
+        {"divide by the temperature τ everywhere, σ(x/τ); you left τ out": ref.sigmoid_betas(T2, a, b, 1.0, m),
+         "divide by τ, don't multiply: σ(x/τ)": ref.sigmoid_betas(T2, a, b, 1 / tau, m),
+         "you ignore start and end (−3 and 3 are hard-coded?)": ref.sigmoid_betas(T2, -3.0, 3.0, tau, m),
+         "you ignore max_beta (0.999 is hard-coded?)": ref.sigmoid_betas(T2, a, b, tau, 0.999),
+         "you forgot the clip at max_beta": ref.sigmoid_betas(T2, a, b, tau, 1.0),
+         "β_t = 1 − ᾱ_t/ᾱ_{t−1}, a ratio of consecutive ᾱ, not 1 − ᾱ_t":
+             (1 - _sigmoid_abar(T2, a, b, tau)[1:]).clamp(max=m)},
+        hint="use all the arguments: T, start, end, tau and max_beta", rtol=1e-9,
     )

@@ -3,13 +3,13 @@
     from minidiff.course.checks import lesson03 as check
     check.gaussian_kl(gaussian_kl)                      # KL between diagonal Gaussians
     check.predict_mean_from_eps(predict_mean_from_eps)  # μ_θ from ε_θ, DDPM eq. 11
-    check.eps_mse_weight(eps_mse_weight)                # λ_t of DDPM eq. 12
-    check.nats_to_bits_per_dim(nats_to_bits_per_dim)    # the unit of the papers' tables
+    check.eps_mse_weight(eps_mse_weight)                # λ_t of DDPM eq. 12, for σ_t² = β_t, β̃_t or a table
 
 Oracles: KL values known by hand, torch.distributions.kl_divergence and a Monte Carlo
-estimate; the posterior mean μ̃_t of eq. 7 (minidiff.forward) fed with the true noise;
+estimate; the posterior mean μ̃_t of DDPM eq. 7 (minidiff.forward) fed with the true noise;
 the KL between q(x_{t−1} | x_t, x_0) and p_θ(x_{t−1} | x_t) computed from the means, which
-eq. 12 says is λ_t ‖ε − ε_θ‖² plus a constant; and ln 2 nats = 1 bit.
+DDPM eq. 12 says is λ_t ‖ε − ε_θ‖² plus a constant; and the errors the functions must raise
+(a variance that is not positive, t = 0).
 """
 
 from __future__ import annotations
@@ -19,9 +19,21 @@ import math
 import torch
 
 from ... import elbo as ref
+from ... import forward
 from ...forward import add_noise, q_posterior_mean_var
 from ...schedules import NoiseSchedule
-from .core import Tester, diagnose, exercise
+from .core import Abort, Tester, diagnose, exercise
+
+
+def _raises(t: Tester, fn, args, exc, what: str, hint: str) -> bool:
+    """Does fn(*args) raise `exc`? (Called after fn already ran on good input, so it does not hang.)"""
+    try:
+        fn(*args)
+    except exc:
+        return t.check(True, what)
+    except Exception as e:  # learner code may raise anything
+        return t.check(False, what, f"raised {type(e).__name__}: {e}", hint=hint)
+    return t.check(False, what, "no error was raised", hint=hint)
 
 
 def _kl_mistakes(m1, v1, m2, v2) -> dict:
@@ -87,10 +99,32 @@ def gaussian_kl(t: Tester, fn):
               _kl_mistakes(m1, v1, torch.zeros(1, **f64), torch.ones(1, **f64)),
               hint="use elementwise torch operations only (no .item(), no loops): then shapes broadcast")
 
+    # Variances that are not positive: a log-variance passed by mistake is often negative.
+    _raises(t, fn, (m1, -v1, m2, v2), ValueError, "a negative var1 raises a ValueError",
+            hint="check that both variances are positive and raise ValueError otherwise: a log-variance passed "
+                 "by mistake is often negative, and torch.log would turn it into NaN without a word")
+    _raises(t, fn, (m1, v1, m2, torch.zeros_like(v2)), ValueError, "var2 = 0 raises a ValueError",
+            hint="(var2 <= 0).any() must raise too: KL to a point mass is infinite")
+
+    # Python numbers, as for the prior N(0, 1) in L_T.
+    try:
+        got = t.call(fn, 0.0, 1.0, 1.0, 1.0)
+    except Abort:
+        msgs = t.result.messages
+        if msgs and ("Tensor" in msgs[-1] or "float" in msgs[-1]):
+            msgs[-1] = (msgs[-1].rsplit("Hint:", 1)[0]
+                        + "Hint: accept Python numbers too: turn every argument into a tensor with torch.as_tensor first")
+        raise
+    ok = isinstance(got, (float, torch.Tensor)) and torch.as_tensor(got).numel() == 1
+    if t.check(ok, "gaussian_kl(0.0, 1.0, 1.0, 1.0) returns one number", f"got {type(got).__name__}",
+               hint="turn every argument into a tensor with torch.as_tensor first"):
+        t.close(torch.as_tensor(got).reshape(()), 0.5, "Python numbers work too: gaussian_kl(0.0, 1.0, 1.0, 1.0) = ½",
+                hint="torch.as_tensor(x) makes a tensor of a Python number")
+
 
 @exercise("03", "predict_mean_from_eps", points=3)
 def predict_mean_from_eps(t: Tester, fn):
-    """With the true noise, eq. 11 gives the posterior mean μ̃_t of eq. 7; t = 1 gives x_0; batches."""
+    """With the true noise, DDPM eq. 11 gives the posterior mean μ̃_t of eq. 7; t = 1 gives x_0; batches; t = 0 refused."""
     s = NoiseSchedule.make("linear", 1000)
     x0 = torch.rand(4, 1, 28, 28, dtype=torch.float32) * 2 - 1
     eps = torch.randn_like(x0)
@@ -114,8 +148,8 @@ def predict_mean_from_eps(t: Tester, fn):
             (x_t - s.betas[1].float() / (1 - s.alphas_cumprod[1].float()).sqrt() * eps) / s.alphas[1].float().sqrt(),
     }
     mean_q, _ = q_posterior_mean_var(s, x0, x_t, ts)
-    diagnose(t, out, mean_q, "with the true ε it equals the posterior mean μ̃_t(x_t, x_0) of eq. 7", mistakes,
-              hint="μ_θ = (x_t − β_t / √(1 − ᾱ_t) · ε) / √α_t (eq. 11)", rtol=1e-4, atol=2e-5)
+    diagnose(t, out, mean_q, "with the true ε it equals the posterior mean μ̃_t(x_t, x_0) of DDPM eq. 7", mistakes,
+              hint="μ_θ = (x_t − β_t / √(1 − ᾱ_t) · ε) / √α_t (DDPM eq. 11)", rtol=1e-4, atol=2e-5)
     t.close(out[0], x0[0], "t = 1: μ̃_1 is x_0 itself (ᾱ_0 = 1, so one step back from x_1 is the data)",
             hint="t counts from 1: betas[1], alphas[1], alphas_cumprod[1] are β_1, α_1, ᾱ_1", rtol=1e-4, atol=2e-5)
 
@@ -126,69 +160,85 @@ def predict_mean_from_eps(t: Tester, fn):
     tt = torch.randint(1, 201, (64,))
     out = t.call(fn, c, x, tt, e)
     t.tensor(out, shape=(64, 2), dtype=torch.float64, what="predict_mean_from_eps on (64, 2) float64 points")
-    diagnose(t, out, ref.predict_mean_from_eps(c, x, tt, e), "matches minidiff.elbo.predict_mean_from_eps (cosine, T = 200)",
-              {"off by one in t: betas[t], alphas[t], alphas_cumprod[t] already are β_t, α_t, ᾱ_t":
-                   ref.predict_mean_from_eps(c, x, (tt - 1).clamp(min=1), e)},
-              hint="use extract(values, t, x) so that each row gets its own t", rtol=1e-9, atol=1e-12)
+    diagnose(t, out, forward.predict_mean_from_eps(c, x, tt, e),
+             "matches minidiff.forward.predict_mean_from_eps (cosine, T = 200)",
+             {"off by one in t: betas[t], alphas[t], alphas_cumprod[t] already are β_t, α_t, ᾱ_t":
+                  forward.predict_mean_from_eps(c, x, (tt - 1).clamp(min=1), e)},
+             hint="use extract(values, t, x) so that each row gets its own t", rtol=1e-9, atol=1e-12)
+    _raises(t, fn, (s, x_t, torch.tensor([0, 10, 500, 1000]), eps), ValueError,
+            "t = 0 raises a ValueError (DDPM eq. 11 holds for t = 1..T)",
+            hint="at t = 0 the coefficient β_0 / √(1 − ᾱ_0) is 0/0: without a check the result is NaN; "
+                 "raise ValueError when any t < 1")
 
 
-@exercise("03", "eps_mse_weight", points=3)
+def _weight_mistakes(c: NoiseSchedule, tt, v) -> dict:
+    """What the usual slips in λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) return, for variances v = σ_t² at tt."""
+    b, a, ab = c.betas[tt], c.alphas[tt], c.alphas_cumprod[tt]
+    return {
+        "missing ½: the KL's mean term is ‖μ̃ − μ_θ‖² / (2 σ_t²)": b**2 / (v * a * (1 - ab)),
+        "β_t enters squared: μ̃ − μ_θ = β_t / (√α_t √(1 − ᾱ_t)) (ε_θ − ε), and the KL squares it": b / (2 * v * a * (1 - ab)),
+        "α_t (this step), not ᾱ_t, comes from the 1/√α_t of DDPM eq. 11": b**2 / (2 * v * ab * (1 - ab)),
+        "1 − ᾱ_t (alphas_cumprod), not 1 − α_t": b**2 / (2 * v * a * b),
+        "σ_t² already is a variance: do not square it": b**2 / (2 * v**2 * a * (1 - ab)),
+        "σ_t² is the variance; you used its square root (the std) instead": b**2 / (2 * v.sqrt() * a * (1 - ab)),
+    }
+
+
+@exercise("03", "eps_mse_weight", points=4)
 def eps_mse_weight(t: Tester, fn):
-    """λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)): closed forms at t = 1, and the KL of eq. 12 itself."""
+    """λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) for σ_t² = β_t, β̃_t (with σ_1² = β_1) or a table of T + 1 variances:
+    closed forms at t = 1, and the KL of DDPM eq. 12 itself."""
     s = NoiseSchedule.make("linear", 1000)
-    beta2 = s.betas.clone()
     ts = torch.tensor([1, 2, 500, 1000])
-    out = t.call(fn, s, ts, beta2)
-    t.tensor(out, shape=(4,), dtype=torch.float64, what="eps_mse_weight(schedule, t of shape (4,), sigma2 = betas)")
+    out = t.call(fn, s, ts, "beta")
+    t.tensor(out, shape=(4,), dtype=torch.float64, what='eps_mse_weight(schedule, t of shape (4,), "beta")')
     t.close(out[0], 1 / (2 * s.alphas[1]), "σ_t² = β_t, t = 1: λ_1 = 1 / (2 α_1) (because 1 − ᾱ_1 = β_1)",
             hint="t counts from 1; betas[t], alphas[t], alphas_cumprod[t] are β_t, α_t, ᾱ_t", rtol=1e-9)
+    b, a, ab = s.betas[ts], s.alphas[ts], s.alphas_cumprod[ts]
+    diagnose(t, out, b / (2 * a * (1 - ab)), "σ_t² = β_t: λ_t = β_t / (2 α_t (1 − ᾱ_t))", _weight_mistakes(s, ts, b),
+             hint='"beta" means σ_t² = betas[t]', rtol=1e-9, atol=0)
 
-    # Eq. 12 from scratch: the KL between q(x_{t−1} | x_t, x_0) and p_θ(x_{t−1} | x_t), minus its
+    # DDPM eq. 12 from scratch: the KL between q(x_{t−1} | x_t, x_0) and p_θ(x_{t−1} | x_t), minus its
     # ε-free part, divided by ‖ε − ε_θ‖², is the weight. Here with σ_t² = β̃_t, t ≥ 2.
     c = NoiseSchedule.make("cosine", 100)
-    s2 = ref.reverse_variances(c, "beta_tilde")
     tt = torch.tensor([2, 3, 17, 50, 99, 100])
     x0 = torch.randn(6, 5, dtype=torch.float64)
     eps, eps_theta = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
     x_t = add_noise(c, x0, eps, tt)
-    mean_q, var_q = q_posterior_mean_var(c, x0, x_t, tt)
-    var_p = s2[tt].reshape(-1, 1)
-    kl = ref.gaussian_kl(mean_q, var_q, ref.predict_mean_from_eps(c, x_t, tt, eps_theta), var_p).sum(1)
-    kl_means_equal = ref.gaussian_kl(mean_q, var_q, mean_q, var_p).sum(1)
+    mean_q, var_q = q_posterior_mean_var(c, x0, x_t, tt)  # var_q is β̃_t
+    kl = ref.gaussian_kl(mean_q, var_q, forward.predict_mean_from_eps(c, x_t, tt, eps_theta), var_q).sum(1)
+    kl_means_equal = ref.gaussian_kl(mean_q, var_q, mean_q, var_q).sum(1)
     lam = (kl - kl_means_equal) / ((eps - eps_theta) ** 2).sum(1)
-    out = t.call(fn, c, tt, s2)
-    t.tensor(out, shape=(6,), what="eps_mse_weight on the cosine schedule, T = 100")
-    b, a, ab, v = c.betas[tt], c.alphas[tt], c.alphas_cumprod[tt], s2[tt]
+    out = t.call(fn, c, tt, "beta_tilde")
+    t.tensor(out, shape=(6,), what='eps_mse_weight on the cosine schedule, T = 100, "beta_tilde"')
+    ab, ab_prev, b = c.alphas_cumprod[tt], c.alphas_cumprod[tt - 1], c.betas[tt]
+    bt = (1 - ab_prev) / (1 - ab) * b
     diagnose(
-        t, out, lam, "equals [KL(q(x_{t−1}|x_t,x_0) ‖ p_θ) − C_t] / ‖ε − ε_θ‖², the weight eq. 12 derives", {
-            "missing ½: the KL's mean term is ‖μ̃ − μ_θ‖² / (2 σ_t²)": b**2 / (v * a * (1 - ab)),
-            "β_t enters squared: μ̃ − μ_θ = β_t / (√α_t √(1 − ᾱ_t)) (ε_θ − ε), and the KL squares it": b / (2 * v * a * (1 - ab)),
-            "α_t (this step), not ᾱ_t, comes from the 1/√α_t of eq. 11": b**2 / (2 * v * ab * (1 - ab)),
-            "1 − ᾱ_t (alphas_cumprod), not 1 − α_t": b**2 / (2 * v * a * b),
-            "sigma2 already is the variance σ_t²: do not square it": b**2 / (2 * v**2 * a * (1 - ab)),
-            "sigma2 is the variance; you took its square root (the std) instead": b**2 / (2 * v.sqrt() * a * (1 - ab)),
-            "off by one in t: index every tensor with t itself": ref.eps_mse_weight(c, tt - 1, s2),
-        }, hint="λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) (eq. 12)", rtol=1e-6, atol=0)
+        t, out, lam, "σ_t² = β̃_t: [KL(q(x_{t−1}|x_t,x_0) ‖ p_θ) − C_t] / ‖ε − ε_θ‖², the weight DDPM eq. 12 derives", {
+            **_weight_mistakes(c, tt, bt),
+            '"beta_tilde" is β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t, not β_t': ref.eps_mse_weight(c, tt, "beta"),
+            "β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t: your ratio is upside down":
+                b**2 / (2 * ((1 - ab) / (1 - ab_prev) * b) * c.alphas[tt] * (1 - ab)),
+            "off by one in t: index every table with t itself": ref.eps_mse_weight(c, tt - 1, "beta_tilde"),
+        }, hint="λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)) with σ_t² = β̃_t", rtol=1e-6, atol=0)
+
+    # t = 1 with β̃: β̃_1 = 0 would make λ_1 infinite; minidiff uses σ_1² = β_1 there.
+    out1 = t.call(fn, c, torch.tensor([1, 2]), "beta_tilde")
+    fin = isinstance(out1, torch.Tensor) and out1.numel() == 2 and bool(torch.isfinite(out1).all())
+    if t.check(fin, '"beta_tilde" at t = 1 is finite', f"got {out1}",
+               hint="β̃_1 = 0 (ᾱ_0 = 1) would divide by zero: use σ_1² = β_1 for t = 1, as minidiff.forward.reverse_variances does"):
+        t.close(out1[0], 1 / (2 * c.alphas[1]), '"beta_tilde", t = 1: σ_1² = β_1, so λ_1 = 1 / (2 α_1)',
+                hint="set σ_1² = β_1 in the β̃ table", rtol=1e-9)
+
+    # A table of variances, as for the exact bound of lesson 03 §5.
+    table = torch.rand(101, dtype=torch.float64) + 0.01
     ts2 = torch.randint(1, 101, (32,))
-    diagnose(t, t.call(fn, c, ts2, s2), ref.eps_mse_weight(c, ts2, s2),
-              "matches minidiff.elbo.eps_mse_weight on 32 random t", {}, hint="index with the whole tensor t",
-              rtol=1e-9, atol=0)
-
-
-@exercise("03", "nats_to_bits_per_dim", points=1)
-def nats_to_bits_per_dim(t: Tester, fn):
-    """ln 2 nats per number is 1 bit per dimension; tensors keep their shape."""
-    got = t.call(fn, 784 * math.log(2), 784)
-    ok = isinstance(got, (float, int, torch.Tensor)) and not isinstance(got, bool)
-    if not t.check(ok, "returns a number (or a tensor for tensor input)", f"got {type(got).__name__}"):
-        return
-    diagnose(t, torch.as_tensor(float(got)), torch.tensor(1.0), "784 · ln 2 nats on a 28×28 image is 1 bit/dim", {
-        "divide by ln 2 (nats → bits), don't multiply": torch.tensor(784 * math.log(2) ** 2 / 784),
-        "divide by the number of dimensions D as well": torch.tensor(784.0),
-        "bits use log base 2: divide by ln 2 = 0.693, not by log10(2)": torch.tensor(math.log(2) / math.log10(2)),
-    }, hint="bits/dim = nats / (D · ln 2)", rtol=1e-9)
-    nats = torch.tensor([1.0, 2.0, 10.0], dtype=torch.float64)
-    out = t.call(fn, nats, 2)
-    t.tensor(out, shape=(3,), what="nats_to_bits_per_dim(tensor of 3, 2)")
-    t.close(out, nats / (2 * math.log(2)), "a tensor of nats for 2D points, elementwise", hint="nats / (D · ln 2)",
-            rtol=1e-9)
+    out2 = t.call(fn, c, ts2, table)
+    t.tensor(out2, shape=(32,), what="eps_mse_weight with a tensor of T + 1 variances")
+    diagnose(t, out2, ref.eps_mse_weight(c, ts2, table), "a tensor sigma2 is the table σ_0²..σ_T² (32 random t)",
+             _weight_mistakes(c, ts2, table[ts2]), hint="a tensor sigma2 holds σ_t² at index t: use sigma2[t]",
+             rtol=1e-9, atol=0)
+    diagnose(t, t.call(fn, c, ts2, "beta_tilde"), ref.eps_mse_weight(c, ts2, "beta_tilde"),
+             'matches minidiff.elbo.eps_mse_weight(schedule, t, "beta_tilde") on 32 random t',
+             {'"beta_tilde" is β̃_t, not β_t': ref.eps_mse_weight(c, ts2, "beta")},
+             hint="index every table with the whole tensor t", rtol=1e-9, atol=0)

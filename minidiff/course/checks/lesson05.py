@@ -3,21 +3,37 @@
     from minidiff.course.checks import lesson05 as check
     check.resblock_forward(resblock_forward)   # a residual block with the timestep embedding
     check.unet_forward(unet_forward)           # the skip wiring of the U-Net
-    check.ema_update(ema_update)               # θ_ema ← d θ_ema + (1 − d) θ
+    check.train_unet(train_unet)               # the training loop: AdamW on L_simple, lr schedule, EMA
+    check.ddim_step(ddim_step)                 # one DDIM jump x_t → x_{t_prev} (DDIM eqs. 9, 12, 16)
+    check.ddim_sample(ddim_sample)             # the DDIM loop from x_T ~ N(0, I) to x_0
 
 Oracles: a fresh ResBlock is its skip path (zero-initialised last conv), the embedding
-shifts each channel by one number per image, two images with the same x but different
-emb differ; then agreement with minidiff.unet on randomly perturbed blocks and U-Nets.
-For the EMA: decay 0 copies, decay → 1 keeps, and the closed form after k updates.
+shifts each channel by one number per image; a fresh U-Net predicts ε = 0, so the first
+training loss is E‖ε‖² ≈ 1; one DDIM jump to t_prev = 0 with the true ε returns x_0, and
+with η = 1, t_prev = t − 1 it is DDPM's step with σ_t² = β̃_t. Then agreement with
+minidiff (unet.ResBlock, unet.UNet, training.train, ddim.ddim_step, ddim.ddim_sample) on
+random inputs and randomly perturbed networks, with hints that name the known mistakes.
 """
 
 from __future__ import annotations
 
+import copy
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
+from ... import ddim as ddim_ref
 from ... import unet as ref
+from ...losses import ddpm_loss
+from ...sampling import ddpm_step, simulate
+from ...schedules import NoiseSchedule
+from ...training import train
+from . import core
 from .core import Tester, exercise
+
+# float32 networks: a looser tolerance than the default
+diagnose = partial(core.diagnose, rtol=1e-4, atol=1e-5)
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
@@ -25,6 +41,13 @@ def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
         for p in module.parameters():
             p.add_(scale * torch.randn_like(p))
     return module
+
+
+def _flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+# ---------------------------------------------------------------- 1. the residual block
 
 
 def _wrong_resblock(block, x, emb, kind):
@@ -39,10 +62,14 @@ def _wrong_resblock(block, x, emb, kind):
         h = block.conv1(F.silu(block.norm1(x)))
         h = h + block.emb(emb)[:, :, None, None]
         return block.conv2(F.silu(block.norm2(h))) + block.skip(x)
+    if kind == "silu_after_conv":
+        h = F.silu(block.conv1(block.norm1(x)))
+        h = h + block.emb(F.silu(emb))[:, :, None, None]
+        return F.silu(block.conv2(block.norm2(h))) + block.skip(x)
     raise ValueError(kind)
 
 
-@exercise("05", "resblock_forward", points=3)
+@exercise("05", "resblock_forward", points=2)
 def resblock_forward(t: Tester, fn):
     """out = conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + Linear(SiLU(emb))))) + skip(x)."""
     block = ref.ResBlock(8, 16, emb_dim=32).eval()
@@ -55,17 +82,16 @@ def resblock_forward(t: Tester, fn):
     _perturb(block)
     with torch.no_grad():
         out = t.call(fn, block, x, emb)
-        expected = block(x, emb)
-        for kind, hint in [("no_emb", "the embedding is missing: add block.emb(F.silu(emb))[:, :, None, None] after conv1"),
-                           ("no_skip", "the skip path is missing: add block.skip(x) at the end"),
-                           ("no_silu_emb", "apply SiLU to emb before block.emb (as the reference does)")]:
-            wrong = _wrong_resblock(block, x, emb, kind)
-            if not torch.allclose(wrong, expected, atol=1e-5) and torch.allclose(out, wrong, atol=1e-5):
-                t.check(False, "matches minidiff.unet.ResBlock.forward on a perturbed block", hint=hint)
-                return
-        t.close(out, expected, "matches minidiff.unet.ResBlock.forward on a perturbed block",
-                hint="order: norm1 → SiLU → conv1, + emb shift, norm2 → SiLU → dropout → conv2, + skip(x)",
-                rtol=1e-4, atol=1e-5)
+        mistakes = {
+            "the embedding is missing: add block.emb(F.silu(emb))[:, :, None, None] after conv1":
+                _wrong_resblock(block, x, emb, "no_emb"),
+            "the skip path is missing: add block.skip(x) at the end": _wrong_resblock(block, x, emb, "no_skip"),
+            "apply SiLU to emb before block.emb (as the reference does)": _wrong_resblock(block, x, emb, "no_silu_emb"),
+            "pre-activation order: norm → SiLU → conv (the SiLU comes before each conv, not after it)":
+                _wrong_resblock(block, x, emb, "silu_after_conv"),
+        }
+        diagnose(t, out, block(x, emb), "matches minidiff.unet.ResBlock.forward on a perturbed block", mistakes,
+                 hint="order: norm1 → SiLU → conv1, + emb shift, norm2 → SiLU → dropout → conv2, + skip(x)")
         same = ref.ResBlock(8, 8, emb_dim=32).eval()
         _perturb(same)
         xs = torch.randn(1, 8, 7, 7).expand(2, -1, -1, -1)
@@ -73,6 +99,9 @@ def resblock_forward(t: Tester, fn):
         t.tensor(out2, shape=(2, 8, 7, 7), what="resblock_forward with 8 → 8 channels")
         t.check(not torch.allclose(out2[0], out2[1]), "same image, different embeddings → different outputs",
                 hint="the embedding has shape (B, emb_dim): block.emb(...) gives (B, C); reshape to (B, C, 1, 1)")
+
+
+# ---------------------------------------------------------------- 2. the U-Net wiring
 
 
 @exercise("05", "unet_forward", points=3)
@@ -98,29 +127,237 @@ def unet_forward(t: Tester, fn):
                 rtol=1e-4, atol=1e-5)
 
 
-@exercise("05", "ema_update", points=2)
-def ema_update(t: Tester, fn):
-    """θ_ema ← d θ_ema + (1 − d) θ, in place, for every parameter."""
+# ---------------------------------------------------------------- 3. the training loop
+
+
+def _reference_run(model, s, images, steps, kw, **changes):
+    """training.train on a copy of `model`; also tracks the EMA a swapped decay would give."""
+    decay = kw["ema_decay"]
+    m = copy.deepcopy(model)
+    swapped = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def track(step, loss, live):
+        for e, p in zip(swapped.parameters(), live.parameters()):
+            e.lerp_(p, decay)
+        return False
+
+    args = dict(kw, **changes)
+    res = train(m, partial(ddpm_loss, s), images, steps, batch_size=args["batch_size"], lr=args["lr"],
+                warmup=args["warmup"], lr_decay=args.get("lr_decay", True), weight_decay=args.get("weight_decay", 0.0),
+                ema_decay=decay, generator=torch.Generator().manual_seed(args["seed"]), hooks=[track],
+                show_progress=False)
+    return res, swapped
+
+
+@exercise("05", "train_unet", points=3)
+def train_unet(t: Tester, fn):
+    """train_unet(model, schedule, images, steps, ...) -> (ema_model, losses), as minidiff.training.train."""
+    s = NoiseSchedule.make("linear", 100)
+    images = torch.rand(64, 1, 16, 16) * 2 - 1
     torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3)
-    ema = torch.nn.Linear(4, 3)
-    start = [p.detach().clone() for p in ema.parameters()]
-    target = [p.detach().clone() for p in model.parameters()]
-    t.call(fn, ema, model, 0.9)
-    got = [p.detach().clone() for p in ema.parameters()]
-    t.close(got[0], 0.9 * start[0] + 0.1 * target[0], "one update: 0.9 θ_ema + 0.1 θ (weight)",
-            hint="decay weights the *old EMA*, 1 − decay the live model: ema.lerp_(p, 1 − decay)")
-    t.close(got[1], 0.9 * start[1] + 0.1 * target[1], "the bias is averaged too",
-            hint="loop over all parameters: zip(ema.parameters(), model.parameters())")
-    t.call(fn, ema, model, 0.0)
-    t.close(list(ema.parameters())[0].detach(), target[0], "decay = 0 copies the model",
-            hint="θ_ema ← d θ_ema + (1 − d) θ with d = 0 is θ")
-    # k updates towards a fixed θ: θ_ema − θ shrinks by d each time
-    ema2 = torch.nn.Linear(4, 3)
-    s0 = ema2.weight.detach().clone()
-    for _ in range(5):
-        t.call(fn, ema2, model, 0.5)
-    t.close(ema2.weight.detach(), target[0] + 0.5**5 * (s0 - target[0]), "after k updates θ_ema − θ = d^k (θ_ema,0 − θ)",
-            hint="update in place (p.mul_, p.add_ or p.lerp_ under torch.no_grad()); a new tensor is not stored in the module")
-    t.check(all(not p.requires_grad or p.grad is None for p in ema2.parameters()),
-            "no gradients were recorded in the EMA", hint="wrap the update in torch.no_grad()")
+    model = ref.UNet(channels=(8, 16), heads=2)
+    start = copy.deepcopy(model)
+    steps = 6
+    kw = dict(batch_size=4, lr=2e-3, warmup=3, ema_decay=0.8, seed=0)
+    out = t.call(fn, model, s, images, steps, batch_size=4, lr=2e-3, warmup=3, ema_decay=0.8,
+                 generator=torch.Generator().manual_seed(0))
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.nn.Module)):
+        t.check(False, "train_unet returns (ema_model, losses)", f"got {type(out).__name__}",
+                hint="return ema, losses: the averaged copy of the model and the list of the step losses")
+        return
+    ema, losses = out
+    try:
+        losses = [float(v) for v in losses]
+    except (TypeError, ValueError):
+        t.check(False, "losses is a list of floats, one per step", f"got {type(losses).__name__}",
+                hint="append loss.item() after every step")
+        return
+    if not t.check(len(losses) == steps, f"one loss per step ({steps} steps)", f"got {len(losses)} losses",
+                   hint="loop `for s in range(steps)` and append loss.item() once per step"):
+        return
+    t.check(0.6 < losses[0] < 1.4, "the first loss is E‖ε‖² ≈ 1 (a fresh U-Net predicts ε = 0)",
+            f"got {losses[0]:.4f}", hint="loss = ddpm_loss(schedule, model, x0, generator): L_simple of DDPM eq. 14")
+    t.check(ema is not model and all(e is not p for e, p in zip(ema.parameters(), model.parameters())),
+            "the EMA is a separate copy of the model",
+            hint="ema = copy.deepcopy(model) before training; averaging the live weights into themselves does nothing")
+    t.check(not torch.equal(_flat(model), _flat(start)), "the model passed in is trained in place",
+            hint="build the optimiser on model.parameters() and call opt.step() after loss.backward()")
+
+    res, swapped = _reference_run(start, s, images, steps, kw)
+    no_warmup, _ = _reference_run(start, s, images, steps, kw, warmup=0)
+    no_decay, _ = _reference_run(start, s, images, steps, kw, lr_decay=False)
+    constant, _ = _reference_run(start, s, images, steps, kw, warmup=0, lr_decay=False)
+    default_wd, _ = _reference_run(start, s, images, steps, kw, weight_decay=0.01)
+    diagnose(t, losses, res.losses, "the losses match minidiff.training.train with the same generator",
+             {"the warm-up is missing: set the learning rate of step s to lr_at(s, steps, lr, warmup)": no_warmup.losses,
+              "the cosine decay is missing: lr_at(s, steps, lr, warmup) warms up *and* decays": no_decay.losses,
+              "the learning rate must change every step: opt.param_groups[0]['lr'] = lr_at(s, steps, lr, warmup)":
+                  constant.losses},
+             hint="draw the batch first (x0 = images[randint(len(images), (batch_size,), generator, images.device)]), "
+                  "then loss = ddpm_loss(schedule, model, x0, generator); set the lr before opt.step()")
+    diagnose(t, _flat(model), _flat(res.model), "the trained weights match minidiff.training.train",
+             {"AdamW's default weight_decay is 0.01: pass weight_decay=0.0, as train does": _flat(default_wd.model),
+              "the warm-up is missing: lr_at(s, steps, lr, warmup)": _flat(no_warmup.model)},
+             hint="one AdamW step per batch: opt.zero_grad(), loss.backward(), opt.step()")
+    diagnose(t, _flat(ema), _flat(res.ema.model), "the EMA weights match minidiff's (θ_ema ← d θ_ema + (1 − d) θ)",
+             {"the EMA was never updated: after every opt.step(), move each EMA parameter towards the model's":
+                  _flat(start),
+              "decay and 1 − decay are swapped: ema_p.lerp_(p, 1 − decay) keeps a fraction `decay` of the old EMA":
+                  _flat(swapped),
+              "the EMA equals the live model: average (lerp_ with weight 1 − decay), don't copy": _flat(res.model)},
+             hint="after each optimiser step: for e, p in zip(ema.parameters(), model.parameters()): "
+                  "e.lerp_(p.detach(), 1 − ema_decay)")
+
+
+# ---------------------------------------------------------------- 4. one DDIM step
+
+
+def _ddim_parts(s, x_t, t, t_prev, eps):
+    abar = s.alphas_cumprod[t].float().reshape(-1, 1)
+    abar_prev = s.alphas_cumprod[t_prev].float().reshape(-1, 1)
+    return abar, abar_prev, (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+@exercise("05", "ddim_step", points=3)
+def ddim_step(t: Tester, fn):
+    """ddim_step(schedule, eps, x_t, t, t_prev, eta, noise, clip_denoised) -> x_{t_prev} (DDIM eqs. 9, 12, 16)."""
+    s = NoiseSchedule.make("linear", 1000)
+    x0, eps = torch.rand(5, 6) * 2 - 1, torch.randn(5, 6)
+    ts = torch.tensor([1, 10, 300, 700, 1000])
+    abar = s.alphas_cumprod[ts].float().reshape(-1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    out = t.call(fn, s, eps, x_t, ts, torch.zeros_like(ts))
+    t.tensor(out, shape=(5, 6), what="ddim_step on a (5, 6) batch")
+    wrong_x0 = (x_t - (1 - abar).sqrt() * eps) / abar
+    t.close(out, x0, "with the true ε and η = 0, one jump to t_prev = 0 returns x_0 (ᾱ_0 = 1)",
+            hint=("x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t: divide by √ᾱ_t, not by ᾱ_t (DDIM eq. 9)"
+                  if torch.allclose(out, wrong_x0, atol=1e-4) else
+                  "x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t (DDIM eq. 9), and at t_prev = 0: x_0 = x̂_0"),
+            rtol=1e-4, atol=1e-4)
+
+    x_t, eps, z = torch.randn(5, 6), torch.randn(5, 6), torch.randn(5, 6)
+    ts, prev = torch.tensor([2, 10, 300, 700, 1000]), torch.tensor([1, 3, 150, 650, 500])
+    a, ap, x0_hat = _ddim_parts(s, x_t, ts, prev, eps)
+    out = t.call(fn, s, eps, x_t, ts, prev)
+    t.tensor(out, shape=(5, 6), what="ddim_step with η = 0")
+    diagnose(t, out, ddim_ref.ddim_step(s, eps, x_t, ts, prev), "η = 0 matches minidiff.ddim.ddim_step (a t per row)",
+             {"the direction term uses ᾱ_{t_prev}: √(1 − ᾱ_{t_prev}) ε, not √(1 − ᾱ_t) ε (DDIM eq. 12)":
+                  ap.sqrt() * x0_hat + (1 - a).sqrt() * eps,
+              "x_{t_prev} starts from √ᾱ_{t_prev} x̂_0, not √ᾱ_t x̂_0 (DDIM eq. 12)":
+                  a.sqrt() * x0_hat + (1 - ap).sqrt() * eps,
+              "missing square roots: x_{t_prev} = √ᾱ_{t_prev} x̂_0 + √(1 − ᾱ_{t_prev}) ε when η = 0":
+                  ap * x0_hat + (1 - ap) * eps},
+             hint="x̂_0 (DDIM eq. 9), then x_{t_prev} = √ᾱ_{t_prev} x̂_0 + √(1 − ᾱ_{t_prev} − σ²) ε + σ z (eq. 12); "
+                  "index ᾱ with t and with t_prev via extract(schedule.alphas_cumprod, t, x_t)")
+
+    eta = 0.6
+    out = t.call(fn, s, eps, x_t, ts, prev, eta=eta, noise=z)
+    t.tensor(out, shape=(5, 6), what="ddim_step with η = 0.6")
+    sig = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()
+    var = eta * (1 - ap) / (1 - a) * (1 - a / ap)
+    sig1 = ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()
+    diagnose(t, out, ddim_ref.ddim_step(s, eps, x_t, ts, prev, eta=eta, noise=z), "η = 0.6 matches minidiff.ddim.ddim_step",
+             {"the direction term shrinks when noise is added: √(1 − ᾱ_{t_prev} − σ²) ε (DDIM eq. 12)":
+                  ap.sqrt() * x0_hat + (1 - ap).sqrt() * eps + sig * z,
+              "the noise σ z is missing when η > 0": ap.sqrt() * x0_hat + (1 - ap - sig**2).sqrt() * eps,
+              "σ scales with η: σ = η √((1 − ᾱ_{t_prev})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t_prev}) (DDIM eq. 16)":
+                  ap.sqrt() * x0_hat + (1 - ap - sig1**2).sqrt() * eps + sig1 * z,
+              "σ is a standard deviation: take the square root of the product in DDIM eq. 16":
+                  ap.sqrt() * x0_hat + (1 - ap - var**2).clamp(min=0).sqrt() * eps + var * z},
+             hint="σ = η √((1 − ᾱ_{t_prev})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t_prev}) (DDIM eq. 16); add σ · noise")
+
+    one = torch.tensor([2, 10, 300, 700, 1000])
+    out = t.call(fn, s, eps, x_t, one, one - 1, eta=1.0, noise=z)
+    t.tensor(out, shape=(5, 6), what="ddim_step with η = 1, t_prev = t − 1")
+    t.close(out, ddpm_step(s, eps, x_t, one, noise=z, sigma2="beta_tilde"),
+            "η = 1 and t_prev = t − 1 is DDPM's ancestral step with σ_t² = β̃_t", rtol=1e-4, atol=1e-4,
+            hint="σ² at η = 1 is β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t: check eq. 16 term by term")
+
+    big = 3 * torch.randn(5, 6)  # predicted x̂_0 far outside [−1, 1]
+    out = t.call(fn, s, big, x_t, ts, prev, clip_denoised=1.0)
+    t.tensor(out, shape=(5, 6), what="ddim_step with clip_denoised=1.0")
+    _, _, x0_big = _ddim_parts(s, x_t, ts, prev, big)
+    clipped = x0_big.clamp(-1, 1)
+    diagnose(t, out, ddim_ref.ddim_step(s, big, x_t, ts, prev, clip_denoised=1.0),
+             "clip_denoised=1.0 matches minidiff.ddim.ddim_step",
+             {"after clipping x̂_0, recompute ε = (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), so that the step stays consistent":
+                  ap.sqrt() * clipped + (1 - ap).sqrt() * big,
+              "clip_denoised was ignored: clamp x̂_0 to [−c, c] when it is given":
+                  ddim_ref.ddim_step(s, big, x_t, ts, prev)},
+             hint="x̂_0 ← clamp(x̂_0, −c, c), then ε ← (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), then eq. 12 as before")
+
+
+# ---------------------------------------------------------------- 5. the DDIM loop
+
+
+class _Counted(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls, self.times = model, 0, []
+
+    def forward(self, x, t):
+        self.calls += 1
+        self.times.append(int(t[0]) if isinstance(t, torch.Tensor) and t.numel() else t)
+        return self.model(x, t)
+
+
+@exercise("05", "ddim_sample", points=2)
+def ddim_sample(t: Tester, fn):
+    """ddim_sample(schedule, eps_model, shape, steps, eta, device, generator, return_trajectory, clip_denoised)."""
+    s = NoiseSchedule.make("linear", 50)
+    model = _perturb(ref.UNet(channels=(8, 16), heads=2).eval(), 0.2)
+    shape = (3, 1, 8, 8)
+
+    def gen():
+        return torch.Generator().manual_seed(5)
+
+    counted = _Counted(model)
+    out = t.call(fn, s, counted, shape, 5, generator=gen())
+    t.tensor(out, shape=shape, what="ddim_sample(schedule, model, (3, 1, 8, 8), steps=5)")
+    t.check(counted.calls == 5, "5 steps call the network 5 times", f"it was called {counted.calls} times",
+            hint="one network call per jump: loop over consecutive pairs of ddim_timesteps(schedule.T, steps) + [0]")
+    times = ddim_ref.ddim_timesteps(s.T, 5)
+    t.check(counted.times == times, "the network is called at t = 50, 40, 30, 20, 10", f"got {counted.times}",
+            hint="the last jump, from τ_S = 10 to t_prev = 0, is missing: loop over ddim_timesteps(T, steps) + [0]"
+            if counted.times == times[:-1] else
+            "call eps_model(x, t) at the *current* t of each jump, t = ddim_timesteps(T, steps)")
+    with torch.no_grad():
+        expected = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen())
+
+        def step(x, tt, tp):
+            b = torch.full((shape[0],), tt, dtype=torch.long)
+            return ddim_ref.ddim_step(s, model(x, b), x, b, tp)
+
+        no_last = simulate(step, torch.randn(shape, generator=gen()), ddim_ref.ddim_timesteps(s.T, 5))
+    diagnose(t, out, expected, "η = 0 matches minidiff.ddim.ddim_sample (same generator)",
+             {"the last jump goes to t_prev = 0 (x_0 = x̂_0): append 0 to the timesteps": no_last},
+             hint="x_T = randn(shape, generator, device) first; then x ← ddim_step(schedule, eps_model(x, t), x, t, t_prev, "
+                  "...) for consecutive pairs of ddim_timesteps(schedule.T, steps) + [0]")
+
+    res = t.call(fn, s, model, shape, 4, eta=1.0, generator=gen(), return_trajectory=True)
+    if not t.check(isinstance(res, tuple) and len(res) == 2, "with return_trajectory=True it returns (x_0, trajectory)",
+                   f"got {type(res).__name__}", hint="return (x, torch.stack(trajectory)) if return_trajectory else x"):
+        return
+    out, traj = res
+    t.tensor(out, shape=shape, what="x_0 of ddim_sample(..., eta=1.0, return_trajectory=True)")
+    if not t.check(isinstance(traj, torch.Tensor) and tuple(traj.shape) == (5, *shape),
+                   "4 steps give a trajectory of 5 states x_T, ..., x_0, stacked: shape (5, 3, 1, 8, 8)",
+                   f"got {tuple(traj.shape) if isinstance(traj, torch.Tensor) else type(traj).__name__}",
+                   hint="start the list with x_T, append x.cpu() after every jump, return torch.stack(trajectory)"):
+        return
+    t.check(torch.equal(traj[-1], out.cpu()), "the trajectory ends with the returned x_0",
+            hint="append x.cpu() after every jump, and start the list with x_T")
+    with torch.no_grad():
+        expected, ref_traj = ddim_ref.ddim_sample(s, model, shape, steps=4, eta=1.0, generator=gen(), return_trajectory=True)
+    t.close(traj[0], ref_traj[0], "the trajectory starts at x_T = randn(shape, generator, device)",
+            hint="draw x_T from the generator before anything else")
+    t.close(out, expected, "η = 1 matches minidiff.ddim.ddim_sample (same generator)", rtol=1e-4, atol=1e-5,
+            hint="when η > 0 draw one noise = randn(shape, generator, device) per jump, after x_T, and pass it to ddim_step")
+    with torch.no_grad():
+        expected = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen(), clip_denoised=1.0)
+        plain = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen())
+    out = t.call(fn, s, model, shape, 5, generator=gen(), clip_denoised=1.0)
+    diagnose(t, out, expected, "clip_denoised=1.0 is passed on to every step",
+             {"clip_denoised is ignored: pass clip_denoised=clip_denoised to ddim_step": plain},
+             hint="ddim_step(..., eta=eta, noise=noise, clip_denoised=clip_denoised)")

@@ -1,15 +1,17 @@
 """Checks for lesson 06, score matching.
 
     from minidiff.course.checks import lesson06 as check
-    check.mixture_score(mixture_score)
-    check.ve_noised(ve_noised)
-    check.dsm_objective(dsm_objective)
-    check.eps_to_score(eps_to_score)
+    check.mixture_score(mixture_score)                    # ∇ log of a Gaussian mixture
+    check.dsm_loss(dsm_loss)                              # denoising score matching on one batch
+    check.NoiseConditionalScore(NoiseConditionalScore)    # s_θ(x̃, σ) = −ε_θ(c_in x̃, c_noise)/σ
+    check.score_fn_from_eps(score_fn_from_eps)            # an ε-model read as a score model
 
 Each check tests closed forms first (one Gaussian, a model that knows the noise, t = 1 and
-t = T, autograd of log p), then compares with minidiff's reference on random inputs. When a
-wrong answer equals a common mistake (σ for σ², a missing ½, a lost minus sign), the hint
-names it.
+t = T, autograd of log p), then compares with minidiff's reference on random inputs. The loss
+check reads the σ and z that the learner drew back from what the model was called with, so
+that its expected value is exact whatever the order of the random draws; a separate test asks
+for minidiff's order (the same generator, the same loss). When a wrong answer equals a common
+mistake (σ for σ², a missing ½, a lost minus sign), the hint names it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from ... import score as ref
 from ...data.toy import GaussianMixture
 from ...schedules import NoiseSchedule
-from .core import Tester, diagnose, exercise
+from .core import Abort, Tester, diagnose, exercise
 
 
 def _random_mixture(K=3, D=2):
@@ -68,74 +70,159 @@ def mixture_score(t: Tester, fn):
                  "of the log-densities (the log-sum-exp trick)", rtol=1e-4, atol=1e-6)
 
 
-@exercise("06", "ve_noised", points=1)
-def ve_noised(t: Tester, fn):
-    """x̃ = x_0 + σ z for a mixture: means and weights kept, variances add."""
-    means, stds, weights = _random_mixture()
-    p = GaussianMixture(means, stds, weights)
-    q = t.call(fn, p, 0.8)
-    if not all(hasattr(q, a) for a in ("means", "std", "weights")):
-        t.check(False, "ve_noised returns a GaussianMixture", f"got {type(q).__name__}",
-                hint="return GaussianMixture(new_means, new_stds, weights)")
-        return
-    t.close(q.means, means, "the means do not move (VE noise has no √ᾱ scaling)",
-            hint="x̃ = x_0 + σz adds zero-mean noise: E[x̃] = E[x_0], so the μ_k stay where they are")
-    t.close(q.weights, weights, "the weights are kept", hint="noise does not change which component a point came from")
-    diagnose(
-        t, q.std, torch.sqrt(stds**2 + 0.64), "the stds are √(σ_k² + σ²)",
-        {"you added standard deviations; independent noises add their *variances*": stds + 0.8},
-        hint="Var[x_0 + σz | k] = σ_k² + σ²",
-    )
-    q0 = t.call(fn, p, 0.0)
-    t.close(q0.std, stds, "σ = 0 gives back the same mixture", hint="with no noise nothing changes")
+
+# ---------------------------------------------------------------- 2. the DSM loss
 
 
-@exercise("06", "dsm_objective", points=3)
-def dsm_objective(t: Tester, fn):
-    """½ E‖σ s_θ(x̃, σ) + z‖²: a model that knows the noise, the zero model, the reference."""
-    B, D = 64, 3  # D = 3: averaging over coordinates differs from a ½ (they agree when D = 2)
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _recording(inner, calls: list):
+    """A score model that records (x̃, σ) of every call, then answers like `inner`."""
+
+    def model(x_tilde, sigma):
+        calls.append((x_tilde.detach().clone(), torch.as_tensor(sigma).detach().clone()))
+        return inner(x_tilde, sigma)
+
+    return model
+
+
+def _drawn(t: Tester, calls: list, x0: torch.Tensor, levels: torch.Tensor):
+    """The σ (B,) and z (B, ...) that the learner drew, read back from the model's inputs."""
+    if not calls:
+        t.check(False, "dsm_loss calls score_model(x̃, σ)", hint="the loss compares the model's score at x̃ with −z/σ")
+        raise Abort
+    x_tilde, sigma = calls[-1]
+    B = x0.shape[0]
+    if tuple(sigma.shape) != (B,):
+        t.check(False, "the model gets σ of shape (B,): one noise level per row", f"got shape {tuple(sigma.shape)}",
+                hint="idx = torch.randint(len(sigmas), (B,), generator=generator); sigma = sigmas[idx]")
+        raise Abort
+    t.check(bool(torch.isin(sigma.float(), levels.float()).all()), "every σ is one of the levels `sigmas`",
+            hint="pick the levels by index: sigmas[torch.randint(len(sigmas), (B,), generator=generator)]")
+    t.check(not torch.allclose(x_tilde.double(), x0.double()), "the model sees the noised x̃ = x_0 + σ z, not x_0",
+            hint="x_tilde = x0 + sigma * noise, with sigma reshaped to (B, 1, ...)")
+    sb = sigma.double().reshape(-1, *([1] * (x0.dim() - 1)))
+    return sigma, ((x_tilde.double() - x0.double()) / sb).to(x0.dtype)
+
+
+@exercise("06", "dsm_loss", points=3)
+def dsm_loss(t: Tester, fn):
+    """dsm_loss(sigmas, score_model, x0, generator): σ per row from the levels, z ~ N(0, I), ½ E‖σ s_θ + z‖²."""
+    levels = torch.tensor([4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05])
+    B, D = 2000, 3  # D = 3: averaging over coordinates differs from a ½ (they agree when D = 2)
     x0 = torch.randn(B, D)
-    noise = torch.randn(B, D)
-    sigma = 0.1 + 2 * torch.rand(B)
+    calls = []
+    zero = _recording(lambda x_tilde, s: torch.zeros_like(x_tilde), calls)
+    out = t.call(fn, levels, zero, x0, _gen(0))
+    t.tensor(out, shape=(), what="dsm_loss(...)")
+    sigma, z = _drawn(t, calls, x0, levels)
+    t.check(len(torch.unique(sigma)) == len(levels), "each row draws its own level (all 7 levels appear in 2,000 rows)",
+            f"{len(torch.unique(sigma))} distinct levels", hint="draw B indices, one per row, not one for the batch")
+    t.check(abs(z.mean().item()) < 0.1 and abs(z.std().item() - 1) < 0.1, "the noise z is standard normal",
+            f"z has mean {z.mean().item():.3f} and std {z.std().item():.3f}",
+            hint="z = torch.randn(x0.shape, generator=generator) (randn, not rand), and x̃ = x_0 + σ z (σ, not σ²)")
+    half_norm = 0.5 * z.pow(2).sum(1).mean()
     sb = sigma[:, None]
-    oracle = lambda x_tilde, s: -(x_tilde - x0) / s[:, None] ** 2  # noqa: E731  knows x0: the conditional score
-    out = t.call(fn, oracle, x0, sigma, noise)
-    t.tensor(out, shape=(), what="dsm_objective(...)")
-    t.close(out, 0.0, "a model that returns the conditional score −(x̃ − x_0)/σ² has loss 0",
-            hint="x̃ = x_0 + σ z, and the target is −(x̃ − x_0)/σ² = −z/σ: check where σ multiplies z", atol=1e-6)
-    zero = lambda x_tilde, s: torch.zeros_like(x_tilde)  # noqa: E731
-    out0 = t.call(fn, zero, x0, sigma, noise)
-    half_norm = 0.5 * noise.pow(2).sum(1).mean()
     diagnose(
-        t, out0, half_norm, "the zero model scores ½ E‖z‖² (with λ(σ) = σ²)",
+        t, out, half_norm, "the zero model scores ½ E‖z‖² (with λ(σ) = σ²)",
         {
             "the factor ½ is missing": 2 * half_norm,
             "you averaged over the coordinates too: sum ‖·‖² over the data dimensions, average over the batch":
                 half_norm / D,
             "a plain .mean() averages over the coordinates and drops the ½: "
-            "take ½ · (...).pow(2).sum(dim=1).mean()": 2 * half_norm / D,
-            "the weighting λ(σ) = σ² is missing": 0.5 * (noise / sb).pow(2).sum(1).mean(),
+            "take ½ · (...).pow(2).flatten(1).sum(1).mean()": 2 * half_norm / D,
+            "the weighting λ(σ) = σ² is missing: the loss is ½‖σ s_θ + z‖², σ multiplies the score":
+                0.5 * (z / sb).pow(2).sum(1).mean(),
         },
-        hint="with s = 0 the loss is ½ σ² ‖z/σ‖² = ½ ‖z‖², averaged over the batch",
+        hint="with s = 0 the loss is ½ σ² ‖z/σ‖² = ½ ‖z‖², averaged over the batch", rtol=1e-4, atol=1e-6,
     )
+    oracle = lambda x_tilde, s: -(x_tilde - x0) / s[:, None] ** 2  # noqa: E731  knows x0: the conditional score
+    out = t.call(fn, levels, oracle, x0, _gen(1))
+    t.tensor(out, shape=(), what="dsm_loss(...) of the conditional score")
+    t.close(out, 0.0, "a model that returns the conditional score −(x̃ − x_0)/σ² has loss 0",
+            hint="x̃ = x_0 + σ z (σ, not σ²), and the target is −(x̃ − x_0)/σ² = −z/σ: check where σ multiplies z",
+            atol=1e-5)
     w = torch.randn(D, D)
+    calls = []
     linear = lambda x_tilde, s: (x_tilde @ w) / s[:, None]  # noqa: E731
-    out1 = t.call(fn, linear, x0, sigma, noise)
-    expected = ref.dsm_objective(linear, x0, sigma, noise)
-    diagnose(
-        t, out1, expected, "a linear model: matches minidiff.score.dsm_objective",
-        {
-            "the model must see the noised point x̃ = x_0 + σz, not x_0":
-                0.5 * (sb * linear(x0, sigma) + noise).pow(2).sum(1).mean(),
-        },
-        hint="loss = ½ · mean over the batch of ‖σ s(x̃, σ) + z‖², summed over the coordinates",
-        rtol=1e-4, atol=1e-6,
-    )
+    out = t.call(fn, levels, _recording(linear, calls), x0, _gen(2))
+    sigma, z = _drawn(t, calls, x0, levels)
+    t.close(out, ref.dsm_objective(linear, x0, sigma, z), "a linear model: matches minidiff.score.dsm_objective "
+            "at the σ and z you drew", rtol=1e-4, atol=1e-6,
+            hint="loss = ½ · mean over the batch of ‖σ s(x̃, σ) + z‖², summed over the coordinates")
+    a = t.call(fn, levels, linear, x0, _gen(3))
+    b = t.call(fn, levels, linear, x0, _gen(3))
+    t.check(torch.equal(torch.as_tensor(a), torch.as_tensor(b)), "the same generator gives the same loss",
+            hint="pass generator=generator to torch.randint and torch.randn")
+    t.close(a, ref.dsm_loss(levels, linear, x0, _gen(3)), "with the same generator, the same loss as minidiff.score.dsm_loss",
+            rtol=1e-5, atol=1e-6, hint="draw the level indices first, then z, both from `generator` (minidiff's order)")
+    # images: the same random numbers in shape (B, C, H, W) or flattened to (B, C·H·W) give the same loss
+    imgs = torch.randn(8, 1, 4, 4)
+    conv = lambda x_tilde, s: -x_tilde / (1 + s.reshape(-1, *([1] * (x_tilde.dim() - 1))) ** 2)  # noqa: E731
+    out = t.call(fn, levels, conv, imgs, _gen(4))
+    t.tensor(out, shape=(), what="dsm_loss on images (8, 1, 4, 4)")
+    flat = t.call(fn, levels, conv, imgs.flatten(1), _gen(4))
+    t.close(out, flat, "works for images: the squared norm sums over C, H and W", rtol=1e-5, atol=1e-6,
+            hint="reshape σ to (B, 1, 1, 1) to meet the images, and sum with .flatten(1).sum(1)")
 
 
-@exercise("06", "eps_to_score", points=2)
-def eps_to_score(t: Tester, fn):
-    """s = −ε/√(1 − ᾱ_t): autograd of log q(x_t | x_0), t = 1 and t = T, per-row t."""
+# ---------------------------------------------------------------- 3. the score network
+
+
+@exercise("06", "NoiseConditionalScore", points=2)
+def NoiseConditionalScore(t: Tester, cls):
+    """s_θ(x̃, σ) = −ε_θ(x̃/√(1 + σ²), 100 log σ)/σ around an EpsMLP, for σ a float or (B,)."""
+    net = t.call(cls, dim=2, hidden=16, depth=2, emb_dim=8)
+    reference = ref.NoiseConditionalScore(dim=2, hidden=16, depth=2, emb_dim=8)
+    torch.nn.init.normal_(reference.eps_net.out.weight, std=0.5)  # the output layer starts at 0: wake it up
+    torch.nn.init.normal_(reference.eps_net.out.bias, std=0.5)
+    try:
+        net.load_state_dict(reference.state_dict())
+    except Exception as e:  # missing or renamed sub-modules
+        t.check(False, "the network keeps its EpsMLP as self.eps_net", f"{type(e).__name__}: {e}",
+                hint="leave __init__ as given: self.eps_net = EpsMLP(dim, hidden, depth, emb_dim)")
+        raise Abort
+    x = torch.randn(6, 2)
+    sigma = torch.tensor([0.02, 0.1, 0.5, 1.0, 2.0, 4.0])
+    out = t.call(net, x, sigma)
+    t.tensor(out, shape=(6, 2), what="net(x, sigma)")
+    t.check(out.requires_grad, "the score is differentiable in the weights (so the network can be trained)",
+            hint="no torch.no_grad(), .detach() or .item() inside forward")
+    sb = sigma[:, None]
+    c_in = torch.sqrt(1 + sb**2)
+    with torch.no_grad():
+        e = reference.eps_net
+        eps = e(x / c_in, 100 * torch.log(sigma))
+        mistakes = {
+            "feed the network x̃/√(1 + σ²) (c_in), not x̃: its input then has unit size at every σ":
+                -e(x, 100 * torch.log(sigma)) / sb,
+            "c_in = 1/√(1 + σ²): a square root": -e(x / (1 + sb**2), 100 * torch.log(sigma)) / sb,
+            "the network's time input is c_noise(σ) = 100 · log σ, not σ": -e(x / c_in, sigma) / sb,
+            "divide the network's output by σ: the true score has size 1/σ": -eps,
+            "the score is −ε/σ: divide by σ, don't multiply": -eps * sb,
+            "the sign: the score points against the noise, s = −ε_θ/σ": eps / sb,
+        }
+        expected = reference(x, sigma)
+    diagnose(t, out, expected, "matches minidiff.score.NoiseConditionalScore (same weights, six levels)", mistakes,
+             hint="s = −eps_net(x/√(1 + σ²), 100 · log σ) / σ, with σ shaped (B, 1) where it meets x",
+             rtol=1e-5, atol=1e-6)
+    out = t.call(net, x, 0.5)
+    t.tensor(out, shape=(6, 2), what="net(x, 0.5) (one float σ for the whole batch)")
+    rows = t.call(net, x, torch.full((6,), 0.5))
+    t.close(out, rows, "a float σ gives the same as one σ per row", rtol=1e-5, atol=1e-6,
+            hint="sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0]) gives one σ per row")
+    t.check(out.dtype == torch.float32, "float32 points give a float32 score", f"got {out.dtype}",
+            hint="make σ a tensor of x's dtype: torch.as_tensor(sigma, dtype=x.dtype, device=x.device)")
+
+
+# ---------------------------------------------------------------- 4. ε-model → score model
+
+
+@exercise("06", "score_fn_from_eps", points=2)
+def score_fn_from_eps(t: Tester, fn):
+    """score_fn_from_eps(schedule, eps_model) -> s(x_t, t) = −ε_θ(x_t, t)/√(1 − ᾱ_t): autograd of log q(x_t | x_0)."""
     s = NoiseSchedule.make("linear", 1000)
     B = 16
     x0 = torch.randn(B, 2, dtype=torch.float64)
@@ -146,25 +233,40 @@ def eps_to_score(t: Tester, fn):
     x_t = (abar.sqrt() * x0 + (1 - abar).sqrt() * eps).requires_grad_(True)
     logq = -((x_t - abar.sqrt() * x0) ** 2 / (2 * (1 - abar))).sum()
     logq.backward()
-    out = t.call(fn, eps.clone(), s, tt)
-    t.tensor(out, shape=(B, 2), what="eps_to_score(eps, schedule, t)")
+    calls = []
+
+    def eps_model(x, t_):
+        calls.append((x, t_))
+        return eps.clone()  # a model that knows the noise
+
+    score_fn = t.call(fn, s, eps_model)
+    if not callable(score_fn):
+        t.check(False, "score_fn_from_eps returns a function s(x_t, t)", f"got {type(score_fn).__name__}",
+                hint="define score_fn(x_t, t) inside, and return score_fn itself (not score_fn(...))")
+        raise Abort
+    out = t.call(score_fn, x_t.detach(), tt)
+    t.tensor(out, shape=(B, 2), what="score_fn(x_t, t)")
+    t.check(bool(calls) and calls[-1][1] is tt and calls[-1][0].shape == x_t.shape,
+            "the ε-model is called with the same (x_t, t)", hint="eps = eps_model(x_t, t)")
     diagnose(
         t, out, x_t.grad, "equals ∇ log q(x_t | x_0) by autograd, with one t per row (t = 1 and t = T included)",
         {
             "divide by the standard deviation √(1 − ᾱ_t), not the variance 1 − ᾱ_t": -eps / (1 - abar),
             "the sign: noise pushes x_t away from √ᾱ_t x_0, the score points back, −ε/√(1 − ᾱ_t)": eps / (1 - abar).sqrt(),
-            "you used ᾱ_{t−1}: schedule.alphas_cumprod[t] is ᾱ_t already": -eps / (1 - s.alphas_cumprod[tt - 1][:, None]).sqrt(),
+            "you used ᾱ_{t−1}: schedule.alphas_cumprod[t] is ᾱ_t already":
+                -eps / (1 - s.alphas_cumprod[tt - 1][:, None]).sqrt(),
             "you used β_t instead of 1 − ᾱ_t": -eps / s.betas[tt][:, None].sqrt(),
         },
         hint="s(x_t, t) = −ε/√(1 − ᾱ_t); index alphas_cumprod with t and reshape to (B, 1) to broadcast",
         rtol=1e-5, atol=1e-8,
     )
     e32 = torch.randn(4, 2)
-    out_int = t.call(fn, e32, s, 500)
-    t.tensor(out_int, shape=(4, 2), what="eps_to_score(eps, schedule, 500) (an int t)")
-    t.close(out_int, ref.eps_to_score(e32, s, 500), "an int t works for the whole batch",
-            hint="same formula as above with one t for every row; "
-                 "minidiff.schedules.extract(values, t, x) handles ints and (B,) tensors", rtol=1e-5)
-    if isinstance(out_int, torch.Tensor):
-        t.check(out_int.dtype == torch.float32, "float32 ε gives a float32 score",
-                f"got {out_int.dtype}", hint="cast ᾱ_t (float64) to eps.dtype before dividing")
+    x32 = torch.randn(4, 2)
+    score_fn = t.call(fn, s, lambda x, t_: e32)
+    out_int = t.call(score_fn, x32, 500)
+    t.tensor(out_int, shape=(4, 2), what="score_fn(x_t, 500) (an int t)")
+    out_rows = t.call(score_fn, x32, torch.full((4,), 500))
+    t.close(out_int, out_rows, "an int t gives the same as one t per row", rtol=1e-6,
+            hint="minidiff.schedules.extract(values, t, x) handles ints and (B,) tensors alike")
+    t.check(out_int.dtype == torch.float32, "float32 ε gives a float32 score",
+            f"got {out_int.dtype}", hint="cast ᾱ_t (float64) to eps.dtype before dividing")

@@ -1,15 +1,14 @@
 """Checks for lesson 08, classifier-free guidance.
 
     from minidiff.course.checks import lesson08 as check
-    check.label_dropout(label_dropout)
-    check.guided_eps(guided_eps)
-    check.implicit_classifier_grad(implicit_classifier_grad)
-    check.guided_ddim_step(guided_ddim_step)
+    check.cfg_loss(cfg_loss)            # label dropout inside the conditional L_simple
+    check.guided_eps(guided_eps)        # ε(∅) + w·(ε(y) − ε(∅)) from one pass on the doubled batch
+    check.guided_sample(guided_sample)  # guided DDIM sampling, x̂_0 clipped
 
 The conditional "network" in these checks is a tiny closed-form stand-in, so that every
 expected value is known exactly and a check runs in milliseconds: ε(x, t, y) = x/2 + e_y + t/1000,
-with its own vector e_∅ for the null class (index num_classes). The Bayes check uses the exact
-conditional model of a Gaussian mixture (`guidance.MixtureEps`), whose classifier is known.
+with its own vector e_∅ for the null class (index num_classes). It counts its calls and records
+the labels, batch sizes and timesteps it was given, so that a check can tell how it was used.
 """
 
 from __future__ import annotations
@@ -17,15 +16,20 @@ from __future__ import annotations
 import torch
 
 from ... import guidance as ref
+from ...ddim import ddim_timesteps
+from ...losses import ddpm_loss
+from ...sampling import simulate
 from ...schedules import NoiseSchedule
+from ...utils import randn
 from .core import Tester, diagnose, exercise
 
 
 class ToyConditional(torch.nn.Module):
-    """ε(x, t, y) = x/2 + e_y + t/1000, with labels 0..K−1 and the null class ∅ = K.
+    """ε(x, t, y) = gain · (x/2 + e_y + t/1000), with labels 0..K−1 and the null class ∅ = K.
 
-    It refuses labels outside 0..K (a common slip: −1 or None as the null class) and
-    counts its calls and the images it saw, so that checks can tell how it was used.
+    gain is a parameter equal to 1, so that a loss built on the model can be backpropagated.
+    It refuses labels outside 0..K (a common slip: −1 or None as the null class) and records
+    its calls, so that checks can tell how it was used.
     """
 
     def __init__(self, num_classes: int = 10, shape=(1, 4, 4)):
@@ -33,7 +37,11 @@ class ToyConditional(torch.nn.Module):
         self.num_classes = num_classes
         g = torch.Generator().manual_seed(8)
         self.register_buffer("emb", torch.randn(num_classes + 1, *shape, generator=g))
-        self.calls = 0
+        self.gain = torch.nn.Parameter(torch.ones(()))
+        self.reset()
+
+    def reset(self):
+        self.calls, self.batch_sizes, self.labels, self.times = 0, [], [], []
 
     def forward(self, x, t, y=None):
         self.calls += 1
@@ -43,64 +51,98 @@ class ToyConditional(torch.nn.Module):
         if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.shape != (B,):
             raise TypeError(f"the model wants y as a LongTensor of shape ({B},), got {y!r:.80}")
         if (y < 0).any() or (y > self.num_classes).any():
-            raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} is ∅), got {y.tolist()}")
+            raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} is ∅), got {y.tolist()[:20]}")
         t = torch.as_tensor(t).expand(B) if torch.as_tensor(t).dim() == 0 else torch.as_tensor(t)
-        return 0.5 * x + self.emb[y] + t.float().reshape(-1, *([1] * (x.dim() - 1))) / 1000
+        self.batch_sizes.append(B)
+        self.labels.append(y.detach().clone())
+        self.times.append(int(t.flatten()[0]))
+        return self.gain * (0.5 * x + self.emb[y] + t.float().reshape(-1, *([1] * (x.dim() - 1))) / 1000)
 
 
-# -- exercise 1 -------------------------------------------------------------------------
+# -- exercise 1: label dropout in the conditional loss ----------------------------------------
 
 
-@exercise("08", "label_dropout", points=2)
-def label_dropout(t: Tester, fn):
-    """Eq. 8.1: labels replaced by ∅ = num_classes with probability p_uncond, each independently."""
+@exercise("08", "cfg_loss", points=3)
+def cfg_loss(t: Tester, fn):
+    """Ho & Salimans 2022, Algorithm 1: L_simple with each label replaced by ∅ = num_classes with
+    probability p_uncond, independently; the reference with the same generator."""
     K = 10
+    schedule = NoiseSchedule.make("linear", T=100)
+    model = ToyConditional(K, shape=(1, 2, 2))
+    x0 = torch.randn(20_000, 1, 2, 2)
     y = torch.randint(0, K, (20_000,))
     y_before = y.clone()
-    out = t.call(fn, y, 0.2, K)
-    t.tensor(out, shape=y.shape, dtype=torch.long, what="label_dropout(y, 0.2, 10)")
-    t.check(torch.equal(y, y_before), "y itself is left unchanged (a new tensor comes back)",
-            hint="build the result with torch.where(...) instead of writing into y (y[mask] = ... edits the caller's labels)")
-    y = y_before  # compare with the labels as they were, even if fn wrote into y
-    dropped = out != y
-    t.check(bool((out[dropped] == K).all()), "a dropped label becomes the null class ∅ = num_classes = 10",
-            f"dropped labels became {sorted(set(out[dropped].tolist()))[:5]}",
-            hint="∅ is one index past the last class (10 for MNIST), not 0 or −1: the embedding table has num_classes + 1 rows")
-    t.check(bool((out[~dropped] == y[~dropped]).all()), "labels that are kept are unchanged")
-    rate = (out == K).float().mean().item()
-    t.check(abs(rate - 0.2) < 0.015, "about 20% of the labels are dropped when p_uncond = 0.2",
-            f"dropped {rate:.1%}",
-            hint="drop when torch.rand(...) < p_uncond (with > you drop 1 − p_uncond of them)" if abs(rate - 0.8) < 0.02
+    loss = t.call(fn, schedule, model, (x0, y), torch.Generator().manual_seed(0), p_uncond=0.2)
+    t.tensor(loss, shape=(), what="cfg_loss(schedule, model, (x0, y), generator, p_uncond=0.2)")
+    t.check(loss.requires_grad, "the loss can be backpropagated into the model",
+            hint="compute the loss from the model's output (no .item(), no torch.no_grad())")
+    t.check(torch.equal(y, y_before), "the batch's labels are left unchanged (the dropout makes a new tensor)",
+            hint="build the new labels with torch.where(...) instead of writing into y (y[mask] = ... edits the batch)")
+    t.check(model.calls == 1, "the model is called once, on the whole batch", f"got {model.calls} calls",
+            hint="one call model(x_t, t, y') with the dropped labels y'")
+    if model.calls < 1:
+        return
+    seen = model.labels[-1]
+    y = y_before
+    dropped = seen != y
+    null_ok = t.check(bool((seen[dropped] == K).all()), "a dropped label becomes the null class ∅ = num_classes = 10",
+            f"dropped labels became {sorted(set(seen[dropped].tolist()))[:5]}",
+            hint="∅ is one index past the last class (10 for MNIST), not 0 or −1: the embedding table has "
+                 "num_classes + 1 rows")
+    rate = (seen == K).float().mean().item() if null_ok else dropped.float().mean().item() * K / (K - 1)
+    t.check(abs(rate - 0.2) < 0.015, "about 20% of the labels are dropped when p_uncond = 0.2", f"dropped {rate:.1%}",
+            hint="drop where torch.rand(...) < p_uncond (with > you drop 1 − p_uncond of them)" if abs(rate - 0.8) < 0.02
             else "draw one uniform number per label and compare it with p_uncond")
     t.check(0 < int(dropped[:100].sum()) < 100, "labels are dropped one by one, not the whole batch at once",
             hint="draw a random number for every label (shape y.shape), not one for the batch")
-    out0 = t.call(fn, y, 0.0, K)
-    t.check(isinstance(out0, torch.Tensor) and torch.equal(out0, y), "p_uncond = 0 keeps every label")
-    out1 = t.call(fn, y[:50], 1.0, K)
-    t.check(isinstance(out1, torch.Tensor) and bool((out1 == K).all()), "p_uncond = 1 drops every label")
-    y3 = torch.randint(0, 3, (1000,))
-    out3 = t.call(fn, y3, 0.5, 3)
-    t.check(isinstance(out3, torch.Tensor) and set(out3.unique().tolist()) <= {0, 1, 2, 3} and bool((out3 == 3).any()),
-            "with num_classes = 3 the null class is 3", hint="use the argument num_classes, do not hard-code 10")
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    a, b = t.call(fn, y[:200], 0.5, K, g1), t.call(fn, y[:200], 0.5, K, g2)
-    t.check(isinstance(a, torch.Tensor) and torch.equal(a, b), "the same generator seed gives the same dropout",
-            hint="pass generator=generator to torch.rand")
+
+    def labels_with(p, model, n=200, classes=K):
+        model.reset()
+        yy = torch.randint(0, classes, (n,))
+        t.call(fn, schedule, model, (torch.randn(n, 1, 2, 2), yy), torch.Generator().manual_seed(1), p_uncond=p)
+        return yy, (model.labels[-1] if model.labels else None)
+
+    yy, seen = labels_with(0.0, model)
+    t.check(seen is not None and torch.equal(seen, yy), "p_uncond = 0 keeps every label")
+    yy, seen = labels_with(1.0, model)
+    t.check(seen is not None and bool((seen == K).all()), "p_uncond = 1 drops every label")
+    yy, seen = labels_with(0.5, ToyConditional(3, shape=(1, 2, 2)), n=1000, classes=3)
+    t.check(seen is not None and set(seen.unique().tolist()) <= {0, 1, 2, 3} and bool((seen == 3).any()),
+            "with a 3-class model the null class is 3", hint="use model.num_classes, do not hard-code 10")
+
+    # the value, against minidiff with the same generator
+    model = ToyConditional(K, shape=(1, 2, 2))
+    xb, yb = torch.randn(64, 1, 2, 2), torch.randint(0, K, (64,))
+    got = t.call(fn, schedule, model, (xb, yb), torch.Generator().manual_seed(5), p_uncond=0.3)
+    t.tensor(got, shape=(), what="cfg_loss on a batch of 64")
+    expected = ref.cfg_loss(schedule, model, (xb, yb), torch.Generator().manual_seed(5), p_uncond=0.3)
+    g = torch.Generator().manual_seed(5)
+    drop = torch.rand(yb.shape, generator=g) < 0.3  # the dropout's draw, then L_simple with dropped labels set to 0
+    to_zero = ddpm_loss(schedule, lambda x_t, tt: model(x_t, tt, torch.where(drop, 0, yb)), xb, g)
+    diagnose(t, got, expected, "matches minidiff.guidance.cfg_loss (p_uncond = 0.3, same generator)",
+             {"the labels are never dropped: the network must also learn ε(x_t, t, ∅)":
+                  ddpm_loss(schedule, lambda x_t, tt: model(x_t, tt, yb), xb, torch.Generator().manual_seed(5)),
+              "dropped labels must become ∅ = num_classes, not 0 (0 is a real digit)": to_zero},
+             hint="draw the dropout first, torch.rand(y.shape, generator=generator), then t = sample_timesteps(...), "
+                  "ε = randn(...), x_t = add_noise(...), as in ddpm_loss, and the MSE between ε and the model's output",
+             rtol=1e-4, atol=1e-6)
 
 
-# -- exercise 2 -------------------------------------------------------------------------
+# -- exercise 2: the guided prediction ---------------------------------------------------------
 
 
-@exercise("08", "guided_eps", points=2)
+@exercise("08", "guided_eps", points=3)
 def guided_eps(t: Tester, fn):
-    """Eq. 8.2 with a conditional model: w = 0 unconditional, w = 1 conditional, linear in w."""
+    """ε(∅) + w·(ε(y) − ε(∅)): one pass on the doubled batch, w = 0 / 1 / 3, a (B,) tensor of scales."""
     model = ToyConditional()
     B = 6
     x = torch.randn(B, 1, 4, 4)
     tt = torch.randint(1, 1000, (B,))
     y = torch.randint(0, 10, (B,))
-    e_y, e_null = model(x, tt, y), model(x, tt, None)
+    e_y, e_null = model(x, tt, y).detach(), model(x, tt, None).detach()
+    e_zero = model(x, tt, torch.zeros_like(y)).detach()
     for w in (0.0, 1.0, 3.0):
+        model.reset()
         out = t.call(fn, model, x, tt, y, w)
         t.tensor(out, shape=x.shape, what=f"guided_eps(..., w={w:g})")
         expected = e_null + w * (e_y - e_null)
@@ -114,94 +156,102 @@ def guided_eps(t: Tester, fn):
                 "the two predictions are swapped: start from ε(∅) and move w times towards ε(y)":
                     e_y + w * (e_null - e_y),
                 "you return ε(x_t, t, y): the scale w is not used": e_y,
+                "∅ is the label num_classes (= 10), not 0 (0 is a real digit)": e_zero + w * (e_y - e_zero),
             },
             hint="ε(∅) is the model called with labels num_classes (= 10), ε(y) with the labels y",
             rtol=1e-4, atol=1e-5,
         )
+        if w == 3.0:
+            t.check(model.calls == 1 and model.batch_sizes == [2 * B],
+                    "one forward pass on the doubled batch of 2B images (labels [y; ∅])",
+                    f"got {model.calls} calls on batches of {model.batch_sizes}",
+                    hint="torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]) in one call, "
+                         "then eps.chunk(2) gives ε(y) and ε(∅)")
     x2 = torch.randn(3, 1, 4, 4)
-    y2 = torch.tensor([1, 4, 7])
-    out = t.call(fn, model, x2, torch.tensor([5, 500, 995]), y2, 2.0)
+    t2, y2 = torch.tensor([5, 500, 995]), torch.tensor([1, 4, 7])
+    out = t.call(fn, model, x2, t2, y2, 2.0)
     t.tensor(out, shape=x2.shape, what="guided_eps on a batch of 3")
-    e2y, e2n = model(x2, torch.tensor([5, 500, 995]), y2), model(x2, torch.tensor([5, 500, 995]), None)
+    e2y, e2n = model(x2, t2, y2).detach(), model(x2, t2, None).detach()
     t.close(out, ref.combine(e2y, e2n, 2.0), "each image is guided towards its own label and t (batch of 3, w = 2)",
-            hint="keep the batch order: if you stack [cond; null] into one pass, split it with .chunk(2)",
-            rtol=1e-4, atol=1e-5)
-    t.close(out, ref.guided_eps(model, x2, torch.tensor([5, 500, 995]), y2, 2.0),
-            "matches minidiff.guidance.guided_eps", rtol=1e-4, atol=1e-5)
+            hint="keep the batch order: if you stack [x_t; x_t] with labels [y; ∅], the first half of the "
+                 "output is ε(y)", rtol=1e-4, atol=1e-5)
+    w = torch.tensor([0.0, 1.0, 4.0])
+    out = t.call(fn, model, x2, t2, y2, w)
+    t.tensor(out, shape=x2.shape, what="guided_eps with w a tensor of shape (3,)")
+    t.close(out, ref.combine(e2y, e2n, w), "w may be a tensor (B,): one scale per image",
+            hint="reshape w to (B, 1, 1, 1) so that it broadcasts over each image: "
+                 "w.reshape(-1, *([1] * (x_t.dim() - 1)))", rtol=1e-4, atol=1e-5)
 
 
-# -- exercise 3 -------------------------------------------------------------------------
+# -- exercise 3: guided DDIM sampling -------------------------------------------------------------
 
 
-def _mixture_model():
-    from ...data import GaussianMixture
+@torch.no_grad()
+def _ddim(schedule, model, y, w, shape, steps, generator, clip, mistake=None):
+    """Guided DDIM (η = 0) as minidiff does it, or with one known mistake."""
 
-    means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
-    schedule = NoiseSchedule.make("linear", T=1000)
-    return ref.MixtureEps(GaussianMixture(means, 0.5), schedule), schedule
+    def step(x, t, t_prev):
+        eps = ref.guided_eps(model, x, torch.full_like(y, t), y, w)
+        ab, ab_prev = schedule.alphas_cumprod[t].item(), schedule.alphas_cumprod[t_prev].item()
+        if mistake == "no_sqrt":
+            x0 = (x - (1 - ab) * eps) / ab
+            return ab_prev * x0 + (1 - ab_prev) * eps
+        x0 = (x - (1 - ab) ** 0.5 * eps) / ab**0.5
+        if clip is not None and mistake != "no_clip":
+            x0 = x0.clamp(-clip, clip)
+            if mistake != "stale_eps":
+                eps = (x - ab**0.5 * x0) / (1 - ab) ** 0.5
+        x_prev = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+        return x_prev.clamp(-clip, clip) if mistake == "clip_x" else x_prev
 
-
-@exercise("08", "implicit_classifier_grad", points=1)
-def implicit_classifier_grad(t: Tester, fn):
-    """Eq. 8.3: −(ε(y) − ε(∅))/√(1 − ᾱ_t) is the gradient of log p_t(y | x_t) (Bayes' rule)."""
-    model, schedule = _mixture_model()
-    x = torch.randn(8, 2, dtype=torch.float64) * 1.5
-    tt = torch.tensor([1, 20, 100, 250, 400, 600, 800, 1000])
-    y = torch.randint(0, 3, (8,))
-    e_y, e_null = model(x, tt, y), model(x, tt, None)
-    out = t.call(fn, e_y, e_null, schedule, tt)
-    t.tensor(out, shape=x.shape, what="implicit_classifier_grad(...)")
-    # The truth, by autograd: log p_t(y | x_t) is the log-responsibility of component y.
-    xs = x.clone().requires_grad_(True)
-    logp = sum(
-        torch.log(model.mixture.noised(schedule.alphas_cumprod[tt[i]].item()).responsibilities(xs[i:i + 1]))[0, y[i]]
-        for i in range(len(y))
-    )
-    truth = torch.autograd.grad(logp, xs)[0]
-    sigma = (1 - schedule.alphas_cumprod[tt]).sqrt()[:, None]
-    diagnose(
-        t, out, truth, "equals ∇ log p_t(y | x_t) of the exact mixture classifier (autograd), at t from 1 to T",
-        {
-            "the sign is flipped: ∇ log p = −ε/√(1 − ᾱ_t), so the difference gets a minus sign": -truth,
-            "divide by √(1 − ᾱ_t) (a standard deviation), not by 1 − ᾱ_t (a variance)": truth * sigma / sigma**2,
-            "you forgot to divide by √(1 − ᾱ_t)": truth * sigma,
-            "ε(y) − ε(∅), not ε(∅) alone: the unconditional score cancels in Bayes' rule": e_null / sigma,
-        },
-        hint="Bayes: ∇ log p(y|x) = ∇ log p(x|y) − ∇ log p(x), and each score is −ε/√(1 − ᾱ_t)",
-        rtol=1e-6, atol=1e-8,
-    )
+    ts = ddim_timesteps(schedule.T, steps) + ([] if mistake == "no_last" else [0])
+    return simulate(step, randn((len(y), *shape), generator), ts)
 
 
-# -- exercise 4 -------------------------------------------------------------------------
+DDIM_MISTAKES = {
+    "no_sqrt": "x̂_0 = (x_t − √(1 − ᾱ_t) ε̃)/√ᾱ_t and x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̃: square roots of ᾱ, "
+               "not ᾱ itself",
+    "no_last": "the last jump goes to t_prev = 0 (ᾱ_0 = 1, x_0 = x̂_0): timesteps ddim_timesteps(T, steps) + [0]",
+    "no_clip": "clip x̂_0 to [−clip_denoised, clip_denoised] when clip_denoised is not None",
+    "stale_eps": "after clipping x̂_0, recompute ε̃ = (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t) so that the step stays consistent",
+    "clip_x": "clip x̂_0, the predicted clean image, not x_prev",
+}
 
 
-@exercise("08", "guided_ddim_step", points=2)
-def guided_ddim_step(t: Tester, fn):
-    """One DDIM step (η = 0) with the guided ε̃: x̂_0 from ε̃, then back to t_prev with the same ε̃."""
+@exercise("08", "guided_sample", points=3)
+def guided_sample(t: Tester, fn):
+    """Guided DDIM (η = 0) over ddim_timesteps(T, steps) + [0] from x_T ~ N(0, I), with the guided ε̃;
+    x̂_0 clipped when asked; the reference with the same generator."""
     model = ToyConditional()
-    schedule = NoiseSchedule.make("linear", T=1000)
-    B = 5
-    x = torch.randn(B, 1, 4, 4)
-    y = torch.randint(0, 10, (B,))
-    tt = torch.tensor([1000, 800, 500, 100, 20])
-    tp = torch.tensor([900, 600, 250, 50, 0])
-    out = t.call(fn, model, schedule, x, tt, tp, y, 3.0)
-    t.tensor(out, shape=x.shape, what="guided_ddim_step(...)")
-    expected = ref.guided_ddim_step(model, schedule, x, tt, tp, y, 3.0)
-    eps_y = model(x, tt, y)
-    ab, abp = schedule.alphas_cumprod[tt].float().view(-1, 1, 1, 1), schedule.alphas_cumprod[tp].float().view(-1, 1, 1, 1)
-    unguided = abp.sqrt() * (x - (1 - ab).sqrt() * eps_y) / ab.sqrt() + (1 - abp).sqrt() * eps_y
-    diagnose(
-        t, out, expected, "matches minidiff.guidance.guided_ddim_step (w = 3, several t → t_prev)",
-        {"you used the conditional ε(y), not the guided ε̃: call guided_eps(model, x_t, t, y, w)": unguided},
-        hint="x̂_0 = (x_t − √(1 − ᾱ_t) ε̃)/√ᾱ_t, then x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̃ (index ᾱ with t and t_prev)",
-        rtol=1e-4, atol=1e-5,
-    )
-    last = t.call(fn, model, schedule, x[:1], tt[4:], tp[4:], y[:1], 3.0)
-    t.tensor(last, shape=(1, 1, 4, 4), what="the step to t_prev = 0")
-    eps = ref.guided_eps(model, x[:1], tt[4:], y[:1], 3.0)
-    ab20 = schedule.alphas_cumprod[20].float()
-    t.close(last, (x[:1] - (1 - ab20).sqrt() * eps) / ab20.sqrt(), "stepping to t_prev = 0 returns x̂_0 (ᾱ_0 = 1)",
-            hint="ᾱ_0 = 1 is schedule.alphas_cumprod[0]: with t_prev = 0 the noise term vanishes", rtol=1e-4, atol=1e-5)
-    same = t.call(fn, model, schedule, x, tt, tp, y, 1.0)
-    t.close(same, unguided, "w = 1 is the plain conditional DDIM step", rtol=1e-4, atol=1e-5)
+    schedule = NoiseSchedule.make("linear", T=200, beta_1=5e-4, beta_T=0.1)
+    y = torch.tensor([0, 3, 3, 7, 9, 5])
+    out = t.call(fn, schedule, model, y, 3.0, (1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0),
+                 clip_denoised=None)
+    t.tensor(out, shape=(6, 1, 4, 4), what="guided_sample(schedule, model, y (6 labels), 3.0, (1, 4, 4), steps=5, ...)")
+    times = [s for i, s in enumerate(model.times) if i == 0 or s != model.times[i - 1]]
+    expected_times = ddim_timesteps(200, 5)
+    t.check(times == expected_times, "the model is asked about t = ddim_timesteps(T, steps) = "
+            f"{expected_times}, in that order", f"got t = {times[:12]}",
+            hint="jump through ts = ddim_timesteps(schedule.T, steps) + [0]: simulate(step, x_T, ts) calls "
+                 "step(x, t, t_prev) for each consecutive pair")
+    for clip in (None, 1.0):
+        got = out if clip is None else t.call(fn, schedule, model, y, 3.0, (1, 4, 4), steps=5,
+                                              generator=torch.Generator().manual_seed(0), clip_denoised=clip)
+        t.tensor(got, shape=(6, 1, 4, 4), what=f"guided_sample(..., clip_denoised={clip})")
+        expected = ref.guided_sample(schedule, model, y, 3.0, (1, 4, 4), steps=5,
+                                     generator=torch.Generator().manual_seed(0), clip_denoised=clip)
+        wrong = {hint: _ddim(schedule, model, y, 3.0, (1, 4, 4), 5, torch.Generator().manual_seed(0), clip, mistake)
+                 for mistake, hint in DDIM_MISTAKES.items() if clip is not None or mistake in ("no_sqrt", "no_last")}
+        wrong["that is the conditional model: use the guided ε̃ = guided_eps(model, x_t, t, y, w)"] = \
+            ref.guided_sample(schedule, model, y, 1.0, (1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0),
+                              clip_denoised=clip)
+        diagnose(t, got, expected,
+                 f"matches minidiff.guidance.guided_sample (w = 3, 5 steps, clip_denoised={clip}, same generator)",
+                 wrong, hint="x_T = randn((len(y), *shape), generator, device); each jump: ε̃, then x̂_0 (DDIM eq. 9), "
+                             "then x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̃ (DDIM eq. 12 with η = 0)",
+                 rtol=1e-4, atol=1e-5)
+    again = t.call(fn, schedule, model, y, 3.0, (1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0),
+                   clip_denoised=None)
+    t.check(isinstance(again, torch.Tensor) and torch.equal(again.cpu(), out.cpu()),
+            "the same generator seed gives the same samples",
+            hint="draw x_T from the generator: randn((len(y), *shape), generator, device)")
