@@ -120,6 +120,16 @@ class Tester:
         """A boolean test: `what` says what should hold."""
         return self._record(bool(ok), what, detail, hint)
 
+    def raises(self, fn: Callable, args: tuple, exc, what: str, hint: str) -> bool:
+        """Does fn(*args) raise `exc`? (Call it after fn already ran on good input, so it does not hang.)"""
+        try:
+            fn(*args)
+        except exc:
+            return self.check(True, what)
+        except Exception as e:  # learner code may raise anything
+            return self.check(False, what, f"raised {type(e).__name__}: {e}", hint=hint)
+        return self.check(False, what, "no error was raised", hint=hint)
+
     # -- running learner code ------------------------------------------------
     def call(self, fn: Callable, *args, **kwargs):
         """Run the learner's function; turn every way it can go wrong into a message."""

@@ -20,6 +20,9 @@ from ... import schedules as ref
 from .core import Tester, diagnose, exercise
 
 TABLES = ("betas", "alphas", "alphas_cumprod", "snr", "log_snr")
+T = 1000  # the schedule length the β checks use
+COSINE_SHORT = "f is evaluated at the T + 1 points t = 0..T, which gives T ratios ᾱ_t/ᾱ_{t−1}: return all T of them"
+SIGMOID_SHORT = "evaluate ᾱ at the T + 1 points t = 0..T (u = t/T from 0 to 1), which gives T ratios ᾱ_t/ᾱ_{t−1}"
 
 
 def _shape(t: Tester, out, n: int, what: str, short_hint: str) -> bool:
@@ -34,6 +37,12 @@ def _shape(t: Tester, out, n: int, what: str, short_hint: str) -> bool:
         return t.check(False, f"{what} is float64", f"got {out.dtype}",
                        hint="keep the schedule in float64: ᾱ_T is a product of many numbers just below 1")
     return t.check(True, f"{what} is a float64 tensor of length {n}")
+
+
+def _betas_of(t: Tester, fn, T: int, name: str, short_hint: str):
+    """fn(T), if it is a float64 tensor of T values β_1..β_T; None (the test recorded) otherwise."""
+    out = t.call(fn, T)
+    return out if _shape(t, out, T, f"{name}({T})", short_hint) else None
 
 
 @exercise("01", "schedule_tables", points=3)
@@ -117,10 +126,7 @@ def schedule_tables(t: Tester, fn):
 @exercise("01", "cosine_betas", points=3)
 def cosine_betas(t: Tester, fn):
     """Nichol & Dhariwal's cosine schedule: ᾱ_t = f(t)/f(0), β_t from ratios, clipped at max_beta."""
-    T = 1000
-    out = t.call(fn, T)
-    if not _shape(t, out, T, "cosine_betas(1000)",
-                  "f is evaluated at the T + 1 points t = 0..T, which gives T ratios ᾱ_t/ᾱ_{t−1}: return all T of them"):
+    if (out := _betas_of(t, fn, T, "cosine_betas", COSINE_SHORT)) is None:
         return
     diagnose(
         t, out.max(), 0.999, "β_T is clipped to max_beta = 0.999",
@@ -174,10 +180,7 @@ def _sigmoid_abar(T, start, end, tau):
 @exercise("01", "sigmoid_betas", points=2)
 def sigmoid_betas(t: Tester, fn):
     """The sigmoid schedule: ᾱ_{T/2} = ½ when start = −end, β_1 and β_T, other arguments."""
-    T = 1000
-    out = t.call(fn, T)
-    if not _shape(t, out, T, "sigmoid_betas(1000)",
-                  "evaluate ᾱ at the T + 1 points t = 0..T (u = t/T from 0 to 1), which gives T ratios ᾱ_t/ᾱ_{t−1}"):
+    if (out := _betas_of(t, fn, T, "sigmoid_betas", SIGMOID_SHORT)) is None:
         return
     abar = torch.cumprod(1 - out, 0)
     t.close(abar[T // 2 - 1], 0.5, "start = −end: ᾱ_{T/2} = ½ (σ(0) = ½ lies halfway between σ(start/τ) and σ(end/τ))",

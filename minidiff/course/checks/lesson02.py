@@ -37,17 +37,6 @@ def _call(t: Tester, fn, *args):
         raise
 
 
-def _raises(t: Tester, fn, args, exc, what: str, hint: str) -> bool:
-    """Does fn(*args) raise `exc`? (Called after fn already ran on good input, so it does not hang.)"""
-    try:
-        fn(*args)
-    except exc:
-        return t.check(True, what)
-    except Exception as e:  # learner code may raise anything
-        return t.check(False, what, f"raised {type(e).__name__}: {e}", hint=hint)
-    return t.check(False, what, "no error was raised", hint=hint)
-
-
 def _batch():
     """Four MNIST-shaped images with one timestep each (the t = 1 and t = T edges included)."""
     x = torch.rand(4, 1, 28, 28) * 2 - 1
@@ -97,7 +86,7 @@ def q_step(t: Tester, fn):
         {"off by one in t: s.betas[t] already is β_t (index 0 holds β_0 = 0)": ref.q_step(s, x, (ts - 1).clamp(min=1), eps)},
         hint="if only some images are wrong, " + BROADCAST_HINT, **F32,
     )
-    _raises(t, fn, (s, x, torch.tensor([0, 10, 500, 1000]), eps), ValueError,
+    t.raises(fn, (s, x, torch.tensor([0, 10, 500, 1000]), eps), ValueError,
             "t = 0 raises a ValueError (there is no x_{−1} to step from)",
             hint="β_0 = 0 would silently return x unchanged: raise ValueError when any t < 1 "
                  "(torch.as_tensor(t) < 1).any()")
@@ -193,7 +182,7 @@ def add_noise(t: Tester, fn):
     at_T = _call(t, fn, c, x[:8], torch.ones(8, 2), torch.full((8,), 1000))
     t.close(at_T, torch.ones(8, 2), "t = T (cosine): x_T is pure noise (here ε = 1)", hint="ᾱ_T ≈ 0, so x_T ≈ ε",
             rtol=0, atol=1e-3)
-    _raises(t, fn, (s, x0, eps[:, 0], ts), ValueError,
+    t.raises(fn, (s, x0, eps[:, 0], ts), ValueError,
             "noise of shape (4, 28, 28) for images of shape (4, 1, 28, 28) raises a ValueError",
             hint="compare noise.shape with x0.shape and raise ValueError: otherwise (B, 28, 28) noise silently "
                  "broadcasts against (B, 1, 28, 28) images into a (B, B, 28, 28) tensor")
