@@ -5,7 +5,7 @@
 
 Every arm trains the same small U-Net from the same initial weights for the same number of
 images (--steps × --batch-size), with the same lr schedule (warm-up, then cosine to 0;
-`minidiff.train_unet.lr_at`) and AdamW; only the recipe changes:
+`minidiff.training.lr_at`) and AdamW; only the recipe changes:
 
     baseline          ε-prediction, linear schedule, uniform t, EMA 0.999 (today's recipe)
     cosine            + cosine schedule (Nichol & Dhariwal 2021)
@@ -15,7 +15,7 @@ images (--steps × --batch-size), with the same lr schedule (warm-up, then cosin
     cosine_emawarmup  cosine with an EMA warm-up: decay_n = min(0.999, (1 + n)/(10 + n))
     cosine_wide       cosine with channels (32, 64, 128): more compute per image (wall time recorded)
 
-The measure: classifier FID (minidiff.fid) of --n DDIM samples (50 steps, η = 0, x̂_0 clipped to
+The measure: classifier FID (minidiff.eval.fid) of --n DDIM samples (50 steps, η = 0, x̂_0 clipped to
 [−1, 1], the same seeds for every arm) from the EMA weights, against the MNIST test set, divided
 by its floor (the FID of n real train images, `fid.fid_floor`), plus the class histogram's
 total-variation distance to uniform. Lower is better for both. The same is measured on the raw
@@ -43,16 +43,16 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minidiff.classifier import class_histogram, extract_features, load_classifier, predict  # noqa: E402
-from minidiff.train_unet import lr_at  # noqa: E402
-
-from minidiff import fid  # noqa: E402
 from minidiff.data.mnist import mnist_images  # noqa: E402
 from minidiff.ddim import ddim_sample  # noqa: E402
 from minidiff.ema import EMA  # noqa: E402
+from minidiff.eval import fid  # noqa: E402
+from minidiff.eval.classifier import class_histogram, extract_features, load_classifier, predict  # noqa: E402
 from minidiff.forward import add_noise  # noqa: E402
 from minidiff.schedules import NoiseSchedule, extract  # noqa: E402
-from minidiff.unet import UNet, count_parameters  # noqa: E402
+from minidiff.training import lr_at  # noqa: E402
+from minidiff.unet import UNet  # noqa: E402
+from minidiff.utils import count_parameters  # noqa: E402
 
 # ------------------------------------------------------------------------------ the arms
 
@@ -74,6 +74,11 @@ ARMS = [
     arm("cosine_v_minsnr", schedule="cosine", prediction="v", min_snr_gamma=5.0),
     arm("cosine_emawarmup", schedule="cosine", ema="warmup"),
     arm("cosine_wide", schedule="cosine", channels=(32, 64, 128)),
+    # round 2 (longer runs, `--steps 4000`): every arm with the EMA warm-up that round 1 showed is needed
+    arm("r2_linear_eps", ema="warmup"),
+    arm("r2_cosine_eps", schedule="cosine", ema="warmup"),
+    arm("r2_cosine_v", schedule="cosine", prediction="v", ema="warmup"),
+    arm("r2_cosine_v_minsnr", schedule="cosine", prediction="v", min_snr_gamma=5.0, ema="warmup"),
 ]
 ARM_NAMES = [a["name"] for a in ARMS]
 
@@ -246,7 +251,7 @@ def sample(eps_model, schedule, n: int, batch: int, seed: int) -> torch.Tensor:
     out = []
     for i in range(0, n, batch):
         g = torch.Generator().manual_seed(seed + i)
-        out.append(ddim_sample(eps_model, schedule, (min(batch, n - i), 1, 28, 28), steps=50, eta=0.0,
+        out.append(ddim_sample(schedule, eps_model, (min(batch, n - i), 1, 28, 28), steps=50, eta=0.0,
                                generator=g, clip_denoised=1.0))
     return torch.cat(out)
 

@@ -1,0 +1,21 @@
+"""Every benchmark script still imports against the current library (they are run by hand, not by
+the suite, so a renamed function would otherwise go unnoticed until the next measurement)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
+def test_benchmark_imports(path):
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
+
+
+def test_there_are_benchmarks():
+    assert {p.stem for p in BENCHMARKS} >= {"mnist", "guidance", "toy2d", "recipes"}
