@@ -286,6 +286,7 @@ def command_line(args) -> str:
 def write_md(results: dict, path: Path) -> None:
     meta = results["meta"]
     rows = [results["arms"][name] for name in ARM_NAMES if name in results["arms"]]
+    steps = rows[0]["budget"]["steps"] if rows else 0
     lines = [
         "# Training-recipe ablations (MNIST U-Net, equal images seen)",
         "",
@@ -296,8 +297,9 @@ def write_md(results: dict, path: Path) -> None:
         "EMA weights: classifier FID of n DDIM samples (50 steps, η = 0, x̂_0 clipped to [−1, 1], the same seeds for every",
         "arm) against the MNIST test set, divided by the floor (FID of n real train images at the same n), and the",
         "total-variation distance of the predicted-class histogram to uniform. Lower is better for both.",
-        "The *raw* columns measure the last iterate instead: after 1200 steps an EMA of decay 0.999 still holds",
-        "0.999^1200 ≈ 30 % of the random initial weights, so the EMA columns alone would mostly measure the EMA.",
+        f"The *raw* columns measure the last iterate instead: after {steps} steps an EMA of constant decay 0.999 still",
+        f"holds 0.999^{steps} ≈ {100 * 0.999 ** steps:.1f} % of the random initial weights (the warm-up arms' EMA starts",
+        "from the trained weights instead).",
         "The loss is the mean training objective of the last 100 steps: comparable only between arms with the same",
         "parameterisation and weighting (ε vs v, with or without min-SNR).",
         "",
@@ -315,7 +317,7 @@ def write_md(results: dict, path: Path) -> None:
         same_n = [r for r in rows if r["budget"]["n"] == meta["n"]]
         best = min(same_n or rows, key=lambda r: r["fid_over_floor"])
         raw = min(same_n or rows, key=lambda r: r["raw"]["fid_over_floor"])
-        lines.append(f"**Winner so far** (lowest FID / floor of the EMA weights, {len(rows)} of {len(ARM_NAMES)} arms done): "
+        lines.append(f"**Winner so far** (lowest FID / floor of the EMA weights, {len(rows)} of the {len(results['arms'])} arms run here): "
                      f"`{best['arm']}`, {best['fid_over_floor']:.2f}× the floor. On the raw weights: "
                      f"`{raw['arm']}`, {raw['raw']['fid_over_floor']:.2f}×.")
     lines += ["",
