@@ -319,7 +319,7 @@ def sample(name: str, n: int, generator: torch.Generator | None = None) -> torch
     """n points of the named toy dataset (one of DATASETS), as an (n, 2) float32 tensor.
 
     Deterministic given `generator`; without one, uses torch's global RNG (seeded by
-    `minidiff.notebook.setup`). Samples land on the generator's device (CPU by default).
+    `minidiff.course.notebook.setup`). Samples land on the generator's device (CPU by default).
     """
     _check_name(name)
     n = _check_n(n)
