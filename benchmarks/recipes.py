@@ -49,10 +49,11 @@ from minidiff.ema import EMA  # noqa: E402
 from minidiff.eval import fid  # noqa: E402
 from minidiff.eval.classifier import class_histogram, extract_features, load_classifier, predict  # noqa: E402
 from minidiff.forward import add_noise  # noqa: E402
-from minidiff.schedules import NoiseSchedule, extract  # noqa: E402
+from minidiff.schedules import NoiseSchedule  # noqa: E402
 from minidiff.training import lr_at  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
 from minidiff.utils import count_parameters  # noqa: E402
+from minidiff.vpred import EpsFromV, min_snr_weight, velocity  # noqa: E402
 
 # ------------------------------------------------------------------------------ the arms
 
@@ -87,30 +88,6 @@ ARM_NAMES = [a["name"] for a in ARMS]
 # x_t = √ᾱ x_0 + √(1 − ᾱ) ε, and SNR_t = ᾱ_t / (1 − ᾱ_t).
 
 
-def min_snr_weight_eps(snr: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ weight for an ε-prediction loss: min(SNR_t, γ) / SNR_t = min(1, γ / SNR_t)
-    (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy")."""
-    return (gamma / snr).clamp(max=1.0)
-
-
-def min_snr_weight_v(snr: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ weight for a v-prediction loss: min(SNR_t, γ) / (SNR_t + 1) (Hang et al. 2023)."""
-    return snr.clamp(max=gamma) / (snr + 1.0)
-
-
-def v_target(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022)."""
-    abar = schedule.alphas_cumprod
-    return extract(abar.sqrt(), t, x0) * noise - extract((1.0 - abar).sqrt(), t, x0) * x0
-
-
-def eps_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """ε̂ = √(1 − ᾱ_t) x_t + √ᾱ_t v̂: what a v-model's output means to an ε-sampler such as DDIM.
-    Substitute x_t and v: (1 − ᾱ) ε + √(ᾱ(1 − ᾱ)) x_0 + ᾱ ε − √(ᾱ(1 − ᾱ)) x_0 = ε."""
-    abar = schedule.alphas_cumprod
-    return extract((1.0 - abar).sqrt(), t, x_t) * x_t + extract(abar.sqrt(), t, x_t) * v
-
-
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target, reduction="none").flatten(1).mean(1)
 
@@ -120,16 +97,17 @@ def eps_loss(model, schedule, x0, noise, t, gamma: float | None) -> torch.Tensor
     x_t = add_noise(schedule, x0, noise, t)
     loss = per_sample_mse(model(x_t, t), noise)
     if gamma is not None:
-        loss = loss * min_snr_weight_eps(schedule.snr[t.cpu()], gamma).to(loss)
+        loss = loss * min_snr_weight(schedule.snr[t.cpu()], gamma, "eps").to(loss)
     return loss.mean()
 
 
 def v_loss(model, schedule, x0, noise, t, gamma: float | None) -> torch.Tensor:
-    """v-prediction: mean over the batch of w_t ‖v − v_θ(x_t, t)‖² (w_t = 1 without min-SNR)."""
+    """v-prediction (minidiff.vpred): mean over the batch of w_t ‖v − v_θ(x_t, t)‖² (w_t = 1 without min-SNR).
+    Unlike minidiff.vpred.v_loss it takes the draws (noise, t), so that every arm sees the same ones."""
     x_t = add_noise(schedule, x0, noise, t)
-    loss = per_sample_mse(model(x_t, t), v_target(schedule, x0, noise, t))
+    loss = per_sample_mse(model(x_t, t), velocity(schedule, x0, noise, t))
     if gamma is not None:
-        loss = loss * min_snr_weight_v(schedule.snr[t.cpu()], gamma).to(loss)
+        loss = loss * min_snr_weight(schedule.snr[t.cpu()], gamma, "v").to(loss)
     return loss.mean()
 
 
@@ -138,34 +116,7 @@ LOSSES = {"eps": eps_loss, "v": v_loss}
 
 def as_eps_model(model, schedule, prediction: str):
     """The trained network as the ε-model that `ddim_sample` expects."""
-    if prediction == "eps":
-        return model
-    return lambda x_t, t: eps_from_v(schedule, x_t, t, model(x_t, t))
-
-
-def check_v_algebra() -> None:
-    """Numerical check of the v ↔ ε conversion (and x̂_0 = √ᾱ x_t − √(1 − ᾱ) v) on random data."""
-    s = NoiseSchedule.make("cosine", 1000)
-    g = torch.Generator().manual_seed(0)
-    x0, noise = torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
-    t = torch.tensor([1, 2, 10, 100, 500, 900, 999, 1000])
-    x_t = add_noise(s, x0, noise, t)
-    v = v_target(s, x0, noise, t)
-    assert torch.allclose(eps_from_v(s, x_t, t, v), noise, atol=1e-5), "ε̂ = √(1 − ᾱ) x_t + √ᾱ v failed"
-    abar = s.alphas_cumprod
-    x0_hat = extract(abar.sqrt(), t, x_t) * x_t - extract((1 - abar).sqrt(), t, x_t) * v
-    assert torch.allclose(x0_hat, x0, atol=1e-5), "x̂_0 = √ᾱ x_t − √(1 − ᾱ) v failed"
-    snr = torch.tensor([0.01, 1.0, 5.0, 100.0], dtype=torch.float64)
-    assert torch.allclose(min_snr_weight_eps(snr, 5.0), torch.minimum(snr, torch.tensor(5.0)) / snr)
-    assert torch.allclose(min_snr_weight_v(snr, 5.0), torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
-
-
-def ema_decay_at(cfg: dict, n: int) -> float:
-    """EMA decay for the n-th update (0-based). 'warmup': min(decay, (1 + n)/(10 + n)), so that the
-    average forgets the random initial weights quickly at the start of training."""
-    if cfg["ema"] == "warmup":
-        return min(cfg["ema_decay"], (1 + n) / (10 + n))
-    return cfg["ema_decay"]
+    return model if prediction == "eps" else EpsFromV(model, schedule)
 
 
 # ------------------------------------------------------------------------------ training
@@ -193,13 +144,14 @@ def train_arm(cfg: dict, images: torch.Tensor, args, state_path: Path):
     torch.manual_seed(args.seed)  # the same initial weights for every arm of the same width
     model = UNet(1, cfg["channels"], 1, True).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.0)
-    ema = EMA(model, cfg["ema_decay"])
+    ema = EMA(model, cfg["ema_decay"], warmup=cfg["ema"] == "warmup")  # warm-up: min(decay, (1 + n)/(10 + n))
     generator = torch.Generator().manual_seed(args.seed)
     step, losses, seconds = 0, [], 0.0
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+        ema.warmup, ema.num_updates = cfg["ema"] == "warmup", state["step"]
         opt.load_state_dict(state["opt"])
         generator.set_state(state["generator"])
         step, losses, seconds = state["step"], list(state["losses"]), state["seconds"]
@@ -226,7 +178,6 @@ def train_arm(cfg: dict, images: torch.Tensor, args, state_path: Path):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema.decay = ema_decay_at(cfg, step)
         ema.update(model)
         losses.append(loss.item())
         step += 1
@@ -357,7 +308,6 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=str(ROOT / "data" / "cache" / "recipes"), help="training states (git-ignored)")
     args = p.parse_args(argv)
 
-    check_v_algebra()
     torch.set_num_threads(args.threads)
     out_json, out_md, cache = Path(args.out_json), Path(args.out_md), Path(args.cache)
     results = json.loads(out_json.read_text()) if out_json.exists() else {"arms": {}}

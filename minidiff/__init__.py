@@ -10,6 +10,7 @@ Layered from the bottom up; a module imports only from the layers above it in th
     schedules        01       β_t, α_t, ᾱ_t, SNR                           (NoiseSchedule)
     forward          02–04    q(x_t | x_0) = add_noise, the posterior, predict_x0, σ_t² tables
     losses           04       L_simple (ddpm_loss)
+    vpred            05       v-prediction, min-SNR-γ weights, EpsFromV (the shipped recipe)
     elbo             03       Gaussian KL, DDPM eqs. 5, 11–13: the bound L_T + Σ L_{t−1} + L_0
     embedding        04       sinusoidal timestep embedding
     mlp              04       EpsMLP: ε_θ(x_t, t) for 2D points

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 
 from .paths import find_dir, sha256_file
+from .schedules import NoiseSchedule
+from .vpred import EpsFromV
 
 FORMAT = "minidiff-checkpoint-1"
 
@@ -142,3 +144,22 @@ def load_checkpoint(path, build, device="cpu") -> torch.nn.Module:
         model = build(**payload["config"])
     load_state_into(model, payload["state_dict"], source=str(checkpoint_paths(path)[0]))
     return model.to(device).eval()
+
+
+def load_eps_model(path, build, device="cpu"):
+    """A shipped diffusion model as an ε-model, with the noise schedule it was trained on.
+
+    Returns (eps_model, schedule): the schedule is the card's ("schedule": {"name", "T"}), and a
+    network trained to predict v (card "prediction": "v", see minidiff.vpred) comes wrapped in
+    `EpsFromV`, so that every ε-sampler (ddpm_sample, ddim_sample, guided_sample) uses it unchanged.
+    """
+    net = load_checkpoint(path, build, device)
+    card = read_card(path)
+    spec = card.get("schedule", {"name": "linear", "T": 1000})
+    schedule = NoiseSchedule.make(spec["name"], spec["T"])
+    prediction = card.get("prediction", "eps")
+    if prediction == "eps":
+        return net, schedule
+    if prediction == "v":
+        return EpsFromV(net, schedule).eval(), schedule
+    raise CheckpointError(f"{path}: its card says prediction {prediction!r}; minidiff knows 'eps' and 'v'")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import Callable
 
 import torch
 
@@ -89,13 +90,15 @@ def label_dropout(y: torch.Tensor, p_uncond: float, num_classes: int,
     return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
-def cfg_loss(schedule, model, batch, generator: torch.Generator | None = None, p_uncond: float = 0.2) -> torch.Tensor:
+def cfg_loss(schedule, model, batch, generator: torch.Generator | None = None, p_uncond: float = 0.2,
+             loss: Callable = ddpm_loss) -> torch.Tensor:
     """L_simple (DDPM eq. 14) of a conditional model on a batch (x0, y) whose labels are dropped
     to ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1).
-    `functools.partial(cfg_loss, schedule, p_uncond=0.2)` is a loss for `training.train`."""
+    `functools.partial(cfg_loss, schedule, p_uncond=0.2)` is a loss for `training.train`;
+    `loss=minidiff.vpred.v_loss` trains a v-prediction model instead."""
     x0, y = batch
     y = label_dropout(y, p_uncond, model_num_classes(model), generator)
-    return ddpm_loss(schedule, lambda x_t, t: model(x_t, t, y), x0, generator)
+    return loss(schedule, lambda x_t, t: model(x_t, t, y), x0, generator)
 
 
 # -- sampling: the guided prediction --------------------------------------------------

@@ -105,6 +105,7 @@ def train(
     lr_decay: bool = True,
     weight_decay: float = 0.0,
     ema_decay: float | None = None,
+    ema_warmup: bool = False,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     batches: Callable | None = None,
@@ -129,7 +130,8 @@ def train(
     batches:      instead of `data`, your own function `batches() -> batch` (e.g. shuffled epochs).
     lr, warmup, lr_decay: the learning rate of step s is `lr_at(s, steps, lr, warmup, lr_decay)`.
     make_scheduler: instead, a function (optimizer, steps) -> torch LR scheduler, stepped each step.
-    ema_decay:    keep an EMA of the weights (θ_ema ← d θ_ema + (1 − d) θ) when set, e.g. 0.999.
+    ema_decay:    keep an EMA of the weights (θ_ema ← d θ_ema + (1 − d) θ) when set, e.g. 0.999;
+                  ema_warmup: ramp d up as min(ema_decay, (1 + n)/(10 + n)) (see minidiff.ema).
     generator:    the random numbers of batches and losses; default: a new one seeded with `seed`
                   (0 when None) on the device. Reuse the same seed to get the same run.
     hooks:        functions hook(step, loss, model) called after every step; one returning True
@@ -152,7 +154,7 @@ def train(
     draw = batches if batches is not None else random_batches(data, batch_size, generator, device, fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(opt, steps) if make_scheduler is not None else None
-    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    ema = EMA(model, ema_decay, ema_warmup) if ema_decay is not None else None
     losses: list[float] = []
     start = 0
     state_path = Path(state_path) if state_path is not None else None

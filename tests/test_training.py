@@ -247,7 +247,8 @@ def test_train_unet_script_stops_resumes_and_writes_the_card(tmp_path, random_mn
     assert card["command"] == "python -m minidiff.scripts.train_unet " + " ".join(
         ["--steps", "4", "--batch-size", "4", "--channels", "8", "16", "--T", "50", "--warmup", "1", "--out", str(out)])
     model = load_checkpoint(out, UNet)
-    assert model.channels == (8, 16) and card["schedule"] == {"name": "linear", "T": 50}
+    assert model.channels == (8, 16) and card["schedule"] == {"name": "cosine", "T": 50}  # the default recipe
+    assert card["prediction"] == "v" and card["training"]["ema_warmup"] is True
     # the same weights as one uninterrupted run
     straight = tmp_path / "straight"
     assert tu.main(["--steps", "4", "--batch-size", "4", "--channels", "8", "16", "--T", "50", "--warmup", "1",

@@ -3,8 +3,11 @@ and ship its EMA weights with a card.
 
     python -m minidiff.scripts.train_unet --steps 4000 --channels 16 32 64 --out data/checkpoints/unet_mnist
 
-The loop is the library's one training loop (`minidiff.training.train`) on L_simple
-(`minidiff.losses.ddpm_loss`, or `minidiff.guidance.cfg_loss` with label dropout): the whole
+The loop is the library's one training loop (`minidiff.training.train`). The default recipe is
+the winner of benchmarks/recipes.md: a cosine schedule, v-prediction (`minidiff.vpred.v_loss`)
+and an EMA with warm-up; `--prediction eps --schedule linear --no-ema-warmup` is DDPM's
+L_simple (`minidiff.losses.ddpm_loss`). With --num-classes the loss is `minidiff.guidance.cfg_loss`
+(label dropout) around the same base loss. The whole
 data set lives on the device, batches are random rows drawn with a seeded generator, the
 learning rate warms up linearly then decays with a cosine, and the resumable state is saved
 every --save-every steps, so `--resume` continues a stopped run exactly.
@@ -28,6 +31,7 @@ from ..schedules import NoiseSchedule
 from ..training import train
 from ..unet import UNet
 from ..utils import count_parameters, pick_device
+from ..vpred import v_loss
 from . import hardware
 
 # run-control flags, left out of the card's command (they do not change the weights)
@@ -62,7 +66,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-attention", action="store_true")
     p.add_argument("--num-classes", type=int, default=None, help="train a class-conditional model (e.g. 10)")
     p.add_argument("--p-uncond", type=float, default=0.0, help="label dropout probability (with --num-classes)")
-    p.add_argument("--schedule", default="linear")
+    p.add_argument("--schedule", default="cosine")
+    p.add_argument("--prediction", choices=["eps", "v"], default="v", help="what the network predicts (minidiff.vpred)")
+    p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR-γ loss weights (v-prediction only)")
+    p.add_argument("--no-ema-warmup", action="store_true", help="constant EMA decay from the first step")
     p.add_argument("--T", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -88,13 +95,16 @@ def main(argv=None) -> int:
     state = Path(args.state) if args.state else find_dir("cache") / f"{out.name}_state.pt"
     print(f"UNet {model.config}: {count_parameters(model):,} parameters; device {device}; "
           f"{args.steps} steps of batch {args.batch_size}", flush=True)
+    if args.min_snr_gamma is not None and args.prediction != "v":
+        p.error("--min-snr-gamma is implemented for --prediction v")
+    base = ddpm_loss if args.prediction == "eps" else partial(v_loss, min_snr_gamma=args.min_snr_gamma)
     if args.num_classes:
-        loss, data = partial(cfg_loss, schedule, p_uncond=args.p_uncond), (images, labels)
+        loss, data = partial(cfg_loss, schedule, p_uncond=args.p_uncond, loss=base), (images, labels)
     else:
-        loss, data = partial(ddpm_loss, schedule), images
+        loss, data = partial(base, schedule), images
     res = train(model, loss, data, args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                ema_decay=args.ema_decay, seed=args.seed, device=device, state_path=state, save_every=args.save_every,
-                resume=args.resume, stop_after=args.stop_after, channels_last=True,
+                ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, device=device,
+                state_path=state, save_every=args.save_every, resume=args.resume, stop_after=args.stop_after, channels_last=True,
                 max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, desc="training U-Net")
     print(f"step {res.step}/{args.steps}; {res.seconds:.0f} s this run; {res.images_per_second:.1f} img/s; "
           f"mean loss of the last 100 steps {sum(res.losses[-100:]) / max(1, len(res.losses[-100:])):.4f}", flush=True)
@@ -103,11 +113,15 @@ def main(argv=None) -> int:
               f"saving the EMA weights so far with a card that says --stop-after {res.step}")
     card = {
         "name": out.name,
-        "description": "EMA weights of the lesson-05 U-Net (ε-prediction) trained on the MNIST train set",
+        "description": f"EMA weights of the lesson-05 U-Net ({args.prediction}-prediction"
+                       f"{', class-conditional' if args.num_classes else ''}) trained on the MNIST train set",
         "command": card_command(list(argv if argv is not None else sys.argv[1:]), res.step, args.steps),
         "schedule": {"name": args.schedule, "T": args.T},
+        "prediction": args.prediction,
         "training": {"steps": args.steps, "stopped_at_step": res.step, "batch_size": args.batch_size, "lr": args.lr,
-                     "warmup": args.warmup, "ema_decay": args.ema_decay, "seed": args.seed, "p_uncond": args.p_uncond,
+                     "warmup": args.warmup, "ema_decay": args.ema_decay,
+                     "ema_warmup": not args.no_ema_warmup, "min_snr_gamma": args.min_snr_gamma, "seed": args.seed,
+                     "p_uncond": args.p_uncond,
                      "images_seen": res.step * args.batch_size,
                      "final_loss_mean_last_100": round(sum(res.losses[-100:]) / len(res.losses[-100:]), 5)},
         "budget": {"seconds_last_run": round(res.seconds), "images_per_second_last_run": round(res.images_per_second, 1),
