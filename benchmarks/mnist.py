@@ -1,23 +1,24 @@
 """Lesson-05 benchmarks: classifier FID (with sample count and floor), class histogram,
-DDIM vs DDPM, training throughput. Writes benchmarks/mnist.md and the metrics of the cards.
+DDIM vs DDPM, and FID / floor against the number of training images seen.
+Writes benchmarks/mnist.md and the metrics of the card of data/checkpoints/unet_mnist.
 
     python benchmarks/mnist.py                                  # the full targets (GPU: minutes)
-    python benchmarks/mnist.py --n 200 --ddim-steps 10 20 --ddpm-n 0 --threads 2   # what a shared CPU allows
+    python benchmarks/mnist.py --n 10000 --ddim-steps 20 50 --ddpm-n 500 --threads 2   # what a CPU allows in ~25 min
 
 Targets (not timed tests): FID within 2× of the floor at 10 000 samples; class histogram
-close to uniform; DDIM at 50 steps within 1.3× of the 1000-step FID; throughput in img/s,
-eager fp32 vs the tuned path (channels-last on CPU; + bf16 autocast and torch.compile on GPU).
+close to uniform; DDIM at 50 steps within 1.3× of the 1000-step FID. Training speed is
+measured by benchmarks/throughput.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import platform
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,15 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minidiff.checkpoints import load_checkpoint, read_card, update_card  # noqa: E402
+from minidiff.checkpoints import load_checkpoint, load_eps_model, read_card, update_card  # noqa: E402
 from minidiff.data.mnist import mnist_images  # noqa: E402
 from minidiff.ddim import ddim_sample  # noqa: E402
 from minidiff.eval import fid  # noqa: E402
 from minidiff.eval.classifier import MNISTClassifier, accuracy, class_histogram, extract_features, predict  # noqa: E402
-from minidiff.losses import ddpm_loss  # noqa: E402
 from minidiff.sampling import ddpm_sample  # noqa: E402
-from minidiff.schedules import NoiseSchedule  # noqa: E402
-from minidiff.training import train  # noqa: E402
 from minidiff.unet import UNet  # noqa: E402
 from minidiff.utils import pick_device  # noqa: E402
 
@@ -49,24 +47,6 @@ def sample_in_batches(fn, n, batch, seed):
 def hist_stats(h: torch.Tensor) -> str:
     tv = 0.5 * (h - 0.1).abs().sum().item()  # total variation distance to uniform
     return f"min {h.min():.3f}, max {h.max():.3f}, TV to uniform {tv:.3f}"
-
-
-def throughput(config, device, threads, steps, batch):
-    images = torch.rand(1024, 1, 28, 28) * 2 - 1
-    s = NoiseSchedule.make("linear", 1000)
-    rows = []
-    for name, kw in [("eager fp32, NCHW", dict(channels_last=False, amp=False, compile=False)),
-                     ("tuned (channels-last" + (", bf16, compile)" if device.type == "cuda" else ")"),
-                      dict(channels_last=True))]:
-        torch.manual_seed(0)
-        m = UNet(**config)
-        # the settings of the training script (python -m minidiff.scripts.train_unet)
-        run = partial(train, loss_fn=partial(ddpm_loss, s), data=images, batch_size=batch, lr=2e-3, warmup=100,
-                      ema_decay=0.999, seed=0, device=device, show_progress=False, **kw)
-        run(m, steps=2)  # warm-up
-        res = run(UNet(**config), steps=steps)
-        rows.append((name, res.images_per_second))
-    return rows
 
 
 def noise_tv(n: int) -> float:
@@ -104,6 +84,44 @@ def verdicts(rows, args, device) -> list[str]:
     return out
 
 
+CURVE_N = 500  # benchmarks/recipes.py's measure: n = 500 DDIM-50 samples in batches of 250 seeded 0 and 250
+
+
+def images_seen_curve(card, model, s, clf, ref, floors, args, device) -> list[str]:
+    """FID / floor at n = 500 (recipes.py's measure) against the training images seen: the recipe's earlier,
+    shorter runs from benchmarks/recipes*.json, and the shipped model with the same sampler and seeds.
+    Each point is a complete run of its length (the lr decays to 0 at its end), so the curve says what a longer
+    run buys; a power law through the last two points projects the images needed for 2× the floor at this n."""
+    points = []
+    for path, arm, weights in [("recipes.json", "cosine_v", "raw"), ("recipes_round2.json", "r2_cosine_v", "ema")]:
+        f = Path(args.recipes) / path
+        r = json.loads(f.read_text())["arms"].get(arm) if f.exists() else None
+        if r:
+            ratio = r["raw"]["fid_over_floor"] if weights == "raw" else r["fid_over_floor"]
+            points.append((r["images_seen"], ratio, f"{path.removesuffix('.json')} `{arm}` "
+                           f"({'last iterate' if weights == 'raw' else 'EMA'}, batch {r['budget']['batch_size']})"))
+    xs = sample_in_batches(lambda b, g: ddim_sample(s, model, (b, 1, 28, 28), steps=50, device=device, generator=g,
+                                                    clip_denoised=1.0), CURVE_N, 250, seed=0)
+    t = card["training"]
+    points.append((t["images_seen"], fid.classifier_fid(clf, xs, ref) / floors[CURVE_N],
+                   f"shipped `unet_mnist` (EMA, batch {t['batch_size']})"))
+    out = ["## FID / floor against training images seen (one recipe: cosine schedule, v-prediction)", "",
+           f"n = {CURVE_N} DDIM-50 samples with the seeds of benchmarks/recipes.py; floor at n = {CURVE_N}: "
+           f"{floors[CURVE_N]:.2f}. Round 1's point is the last iterate: its EMA (constant decay, no warm-up)",
+           "still held a large share of the initial weights.", "",
+           "| images seen | FID / floor | run |", "| ---: | ---: | --- |"]
+    out += [f"| {n:,} | {r:.2f} | {what} |" for n, r, what in points]
+    (n1, r1, _), (n2, r2, _) = points[-2] if len(points) > 1 else points[-1], points[-1]
+    if r2 > 2 and n2 > n1 and r2 < r1:
+        k = math.log(r1 / r2) / math.log(n2 / n1)
+        need = n2 * (r2 / 2) ** (1 / k)
+        per_s = t["images_seen"] / max(1, card["budget"]["seconds_last_run"])
+        out += ["", f"Projection: FID / floor ∝ images^−{k:.2f} through the last two points reaches 2× at n = {CURVE_N} "
+                    f"after about {need:,.0f} images: {need / per_s / 3600:.1f} h at the shipped run's {per_s:.0f} img/s "
+                    "(a power law through two points: a rough guide only)."]
+    return out + [""]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=10_000, help="generated samples per FID")
@@ -111,7 +129,7 @@ def main(argv=None):
     p.add_argument("--ddpm-n", type=int, default=10_000, help="samples for the 1000-step DDPM FID (0: skip)")
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--throughput-steps", type=int, default=5)
+    p.add_argument("--recipes", default=str(ROOT / "benchmarks"), help="folder of recipes*.json (the curve's earlier points)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "mnist.md"))
     args = p.parse_args(argv)
     if args.threads:
@@ -122,14 +140,13 @@ def main(argv=None):
           else f"CPU {platform.machine()}, {torch.get_num_threads()} threads (shared machine)")
 
     clf = load_checkpoint("mnist_classifier", MNISTClassifier, device=device)
-    model = load_checkpoint("unet_mnist", UNet, device=device)
+    model, s = load_eps_model("unet_mnist", UNet, device=device)  # a v-model comes wrapped as an ε-model
     card = read_card("unet_mnist")
-    s = NoiseSchedule.make(card["schedule"]["name"], card["schedule"]["T"])
     x_train, _ = mnist_images("train")
     x_test, y_test = mnist_images("test")
     acc = accuracy(clf, x_test, y_test)
     ref = fid.gaussian_stats(extract_features(clf, x_test))
-    counts = sorted({args.n, 1000, 10_000} | ({args.ddpm_n} if args.ddpm_n else set()))
+    counts = sorted({args.n, CURVE_N, 1000, 10_000} | ({args.ddpm_n} if args.ddpm_n else set()))
     floors = {n: fid.fid_floor(clf, x_train, ref, n) for n in counts}
     print(f"classifier accuracy {acc:.4f}; floors {floors}", flush=True)
 
@@ -160,8 +177,7 @@ def main(argv=None):
             rows.append((f"DDIM η=0, 50 steps (first {args.ddpm_n:,})", args.ddpm_n, fid.classifier_fid(clf, sub, ref),
                          floors[args.ddpm_n], class_histogram(predict(clf, sub)), float("nan")))
 
-    tp = throughput(card["config"], device, torch.get_num_threads(), args.throughput_steps, 64)
-    print(tp, flush=True)
+    curve = images_seen_curve(card, model, s, clf, ref, floors, args, device)
 
     lines = [
         "# MNIST benchmarks (lesson 05)",
@@ -169,7 +185,8 @@ def main(argv=None):
         f"Made by `python benchmarks/mnist.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
         f"{datetime.date.today()}, {hw}, torch {torch.__version__}; {time.perf_counter() - t_all:.0f} s in all.",
         "",
-        f"Model: `data/checkpoints/unet_mnist.pt` ({card['parameters']:,} parameters, {card['training']['stopped_at_step']} steps "
+        f"Model: `data/checkpoints/unet_mnist.pt` ({card['parameters']:,} parameters, {card.get('prediction', 'eps')}-prediction, "
+        f"{card['schedule']['name']} schedule, {card['training']['stopped_at_step']:,} steps "
         f"of batch {card['training']['batch_size']} = {card['training']['images_seen']:,} images; `{card['command']}`).",
         f"Instrument: `data/checkpoints/mnist_classifier.pt`, test accuracy **{acc:.4f}** on all 10 000 test digits.",
         "",
@@ -185,8 +202,8 @@ def main(argv=None):
         when = "(same samples as above)" if secs != secs else f"{secs:.0f} s"
         lines.append(f"| {name} | {n:,} | {d:.2f} | {fl:.2f} | {d / fl:.1f} | {hist_stats(h)} | {when} |")
     lines += ["", "Floor by sample count: " + ", ".join(f"n = {n:,}: {f:.2f}" for n, f in floors.items()), ""]
-    lines += ["## Training throughput (shipped model size, batch 64)", "", "| path | img/s |", "| --- | ---: |"]
-    lines += [f"| {name} | {v:.1f} |" for name, v in tp]
+    lines += curve
+    lines += ["Training and sampling speed on this machine: benchmarks/throughput.md.", ""]
     lines += ["", "## Targets", ""] + verdicts(rows, args, device) + [""]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

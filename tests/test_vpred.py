@@ -147,3 +147,14 @@ def test_load_eps_model_wraps_v_models_with_the_card_schedule(tmp_path):
     update_card(tmp_path / "e", prediction="x0")
     with pytest.raises(Exception, match="prediction 'x0'"):
         load_eps_model(tmp_path / "e", UNet)
+
+
+def test_guided_sampling_through_the_wrapper():
+    from minidiff.guidance import guided_sample
+
+    s = NoiseSchedule.make("cosine", 1000)
+    torch.manual_seed(0)
+    wrapped = EpsFromV(UNet(channels=(8, 16), num_classes=10, heads=2).eval(), s)
+    x = guided_sample(s, wrapped, torch.tensor([3, 7]), 3.0, (1, 16, 16), steps=3,
+                      generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 16, 16) and torch.isfinite(x).all() and x.abs().max() <= 1.0 + 1e-6
