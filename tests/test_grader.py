@@ -236,3 +236,22 @@ def test_broken_solution_is_graded_on(kind, tmp_path):
         assert list(points).index(broken) < len(points) - 1  # later exercises exist, and scored above
     if kind == "dead":
         assert res["kernel_restarts"] == 1 and any(c["status"] == "dead" for c in res["cells"]), grader.explain(res)
+
+
+def test_a_cell_that_used_the_whole_limit_is_a_timeout_even_if_nbclient_returns():
+    """nbclient has returned normally from a cell that stalled for exactly --timeout; that is never 'ok'."""
+    import asyncio
+
+    class SlowButReturning:
+        timeout = None
+        on_cell_error = None
+
+        async def async_execute_cell(self, cell, index):
+            await asyncio.sleep(0.3)  # returns without raising CellTimeoutError
+
+    kernel = grader._Kernel.__new__(grader._Kernel)
+    kernel.client, kernel.timeout = SlowButReturning(), 0.2
+    res = asyncio.run(kernel.run(object(), 3))
+    assert res.status == "timeout" and "whole time limit" in res.error
+    kernel.timeout = 5
+    assert asyncio.run(kernel.run(object(), 3)).status == "ok"

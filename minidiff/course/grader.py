@@ -175,7 +175,8 @@ class _Kernel:
         """Run one code cell; report ok/error/timeout/dead instead of raising."""
         from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-        self.client.timeout = timeout or self.timeout
+        limit = timeout or self.timeout
+        self.client.timeout = limit
         errors = []
 
         def on_error(cell, cell_index, execute_reply):
@@ -194,7 +195,12 @@ class _Kernel:
             status = "dead"
         finally:
             self.client.timeout = self.timeout
-        return CellRun(index, status, round(time.monotonic() - t0, 2), errors[-1] if errors else "")
+        seconds = time.monotonic() - t0
+        if status in ("ok", "error") and seconds >= limit:
+            # nbclient can hand back a cell that used up the whole limit as finished (seen: 30.02 s under
+            # --timeout 30, after a stall at a widget cell); a cell that ran for the whole limit never passes
+            status, errors = "timeout", [f"ran for {seconds:.1f} s, the whole time limit of {limit:g} s"]
+        return CellRun(index, status, round(seconds, 2), errors[-1] if errors else "")
 
 
 def _cancel_leftover_tasks():
