@@ -335,13 +335,14 @@ def download_mnist(root=None, mirrors=MIRRORS, timeout: float = 30, verbose: boo
             log(f"{name}: already present, checksum ok")
             continue
         attempts = report[name] = []
+        unreachable = 0  # mirrors that could not even be connected to
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
             log(f"{name}: downloading {url} ...", end=" ", flush=True)
             try:
                 _fetch(url, dest, timeout)
             except Exception as e:  # noqa: BLE001 - any failure: record it, try the next mirror
-                offline |= _is_connection_failure(e) and not isinstance(e, MNISTError)
+                unreachable += _is_connection_failure(e) and not isinstance(e, MNISTError)
                 attempts.append(f"{url}: {type(e).__name__}: {e}")
                 log(f"failed ({e})")
                 continue
@@ -350,12 +351,17 @@ def download_mnist(root=None, mirrors=MIRRORS, timeout: float = 30, verbose: boo
             break
         else:
             failed.append(name)
+            if unreachable == len(mirrors):  # offline: the other files would fail the same way
+                offline = True
+                failed += [n for n in FILES if n not in report]
+                break
     if failed:
-        lines = "\n".join(f"  {a}" for name in failed for a in report[name])
-        hint = " (no network? the connections failed)" if offline else ""
+        why = "no network: no mirror could be reached" if offline else "every mirror failed"
+        attempts = " (each attempt is listed above)" if verbose else ":\n" + "\n".join(
+            f"  {a}" for n in failed for a in report.get(n, []))
         raise MNISTError(
-            f"could not download {', '.join(failed)} into {folder}{hint}. Every mirror failed:\n{lines}\n"
-            "Try again later or pass other mirrors; or copy the four official files into that folder "
+            f"could not download {', '.join(failed)} into {folder}: {why}{attempts}\n"
+            "Try again later or pass other mirrors (--mirror URL); or copy the four official files into that folder "
             "(or point MINIDIFF_MNIST_DIR at a folder that has them)."
         )
     return report
