@@ -178,7 +178,7 @@ def _posterior_std_not_var(s, x0, x_t, t):
     "check, wrong, hint",
     [
         (lesson02.add_noise, _add_noise_variance_not_std, "variance vs std"),
-        (lesson02.add_noise, _add_noise_no_reshape, "reshape to (B, 1, 1, 1)"),
+        (lesson02.add_noise, _add_noise_no_reshape, "reshaped to (B, 1, 1, …)"),
         (lesson02.add_noise, _add_noise_float32, "float64 schedule"),
         (lesson02.add_noise, _add_noise_no_shape_check, "compare noise.shape with x0.shape"),
         (lesson02.q_step, _q_step_with_abar, "not √ᾱ_t"),

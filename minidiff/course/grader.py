@@ -14,6 +14,11 @@ points and the reason: its cell timed out, the kernel died, the stub still raise
 NotImplementedError, or no cell calls the check. When a check reports several times
 the last report counts.
 
+Scores come from the checks themselves (the grading rule in AUTHORING.md and
+minidiff.course.checks.core.exercise_score): decisive tests (values against a closed form,
+the reference or an autograd gradient) weigh 3, incidental ones (shape, dtype, errors raised)
+1; once a decisive test fails the exercise earns at most a third of its points.
+
 Grading goes on whatever the notebook does: errors are allowed; a cell that runs past
 --timeout is interrupted (and the kernel restarted if it does not answer); a dead
 kernel is restarted. After a restart the earlier cells are run again (without the one
@@ -43,6 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
+
+from minidiff.course.kernel_io import poll_client_in_slices
 
 LESSON_FILE = re.compile(r"^(\d\d)_.*\.ipynb$")
 PROBE_TIMEOUT = 15  # seconds a kernel gets to answer after an interrupt
@@ -154,7 +161,7 @@ class _Kernel:
         self.client.km = self.client.create_kernel_manager()
         with open(self.stderr_path, "ab") as stderr:  # kernel noise goes to the record, not the table
             await self.client.async_start_new_kernel(env=self.env, stderr=stderr)
-        await self.client.async_start_new_kernel_client()
+        poll_client_in_slices(await self.client.async_start_new_kernel_client())  # see course/kernel_io.py
         await self.run(nbformat.v4.new_code_cell(WARM_UP), 0, timeout=WARM_UP_TIMEOUT)
 
     async def stop(self):

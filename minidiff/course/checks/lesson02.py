@@ -18,6 +18,7 @@ import torch
 
 from ... import forward as ref
 from ...schedules import NoiseSchedule
+from . import core
 from .core import Abort, Tester, diagnose, exercise
 
 BROADCAST_HINT = (
@@ -27,14 +28,9 @@ BROADCAST_HINT = (
 
 
 def _call(t: Tester, fn, *args):
-    """t.call, with a broadcasting hint when the learner's code trips over shapes."""
-    try:
-        return t.call(fn, *args)
-    except Abort:
-        msgs = t.result.messages
-        if msgs and ("size of tensor" in msgs[-1] or "shape" in msgs[-1]):
-            msgs[-1] = msgs[-1].rsplit("Hint:", 1)[0] + "Hint: " + BROADCAST_HINT
-        raise
+    """t.call, with lesson 02's broadcasting hint when the learner's code trips over shapes."""
+    t.crash_hints["shape"] = core.BROADCAST_HINT
+    return t.call(fn, *args)
 
 
 def _batch():
@@ -66,6 +62,8 @@ def q_step(t: Tester, fn):
 
     out = _call(t, fn, s, x, ts, eps)
     t.tensor(out, shape=x.shape, dtype=torch.float32, what="q_step on a (4, 1, 28, 28) batch")
+    t.check(torch.equal(out, _call(t, fn, s, x, ts, eps)), "the same noise argument gives the same x_t",
+            hint="use the noise you are given: draw torch.randn_like(x_prev) only when noise is None")
     diagnose(
         t, _call(t, fn, s, x, ts, torch.zeros_like(x)), alpha.sqrt() * x,
         "with noise = 0 the result is √α_t · x_{t−1}",
@@ -86,6 +84,13 @@ def q_step(t: Tester, fn):
         {"off by one in t: s.betas[t] already is β_t (index 0 holds β_0 = 0)": ref.q_step(s, x, (ts - 1).clamp(min=1), eps)},
         hint="if only some images are wrong, " + BROADCAST_HINT, **F32,
     )
+    # float64 points: the result stays float64, to float64 precision
+    x64, e64, t64 = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64), torch.tensor([1, 2, 3, 400, 999, 1000])
+    out64 = _call(t, fn, s, x64, t64, e64)
+    t.tensor(out64, shape=(6, 3), dtype=torch.float64, what="q_step on float64 points (6, 3)")
+    t.close(out64, ref.q_step(s, x64, t64, e64), "float64 points: matches minidiff.forward.q_step to float64 precision",
+            hint="extract the coefficients in x's dtype (extract(values, t, x)), without a detour through float32",
+            rtol=1e-4 if out64.dtype == torch.float32 else 1e-10, atol=1e-6 if out64.dtype == torch.float32 else 1e-12)
     t.raises(fn, (s, x, torch.tensor([0, 10, 500, 1000]), eps), ValueError,
             "t = 0 raises a ValueError (there is no x_{−1} to step from)",
             hint="β_0 = 0 would silently return x unchanged: raise ValueError when any t < 1 "
@@ -115,7 +120,7 @@ def q_step(t: Tester, fn):
                         "def q_step(schedule, x_prev, t, noise=None), and draw torch.randn_like(x_prev) when it is None")
         raise
     b = _call(t, fn, s, zeros, 500)
-    t.tensor(a, shape=(n, 2), what="q_step(schedule, zeros of shape (20000, 2), 500) without noise")
+    t.tensor(a, shape=(n, 2), dtype=torch.float32, what="q_step(schedule, zeros of shape (20000, 2), 500) without noise")
     t.check(not torch.equal(a, b), "without a noise argument, each call draws fresh noise",
             hint="draw noise = torch.randn_like(x_prev) inside the function when noise is None")
     t.close(a.var(), s.betas[500].item(), "without a noise argument, x_{t−1} = 0 gives variance β_t (Monte Carlo)",
@@ -173,7 +178,7 @@ def add_noise(t: Tester, fn):
     n, tt = 20_000, 300
     x = torch.tensor([[1.5, -0.5]]).expand(n, 2).contiguous()
     xt = _call(t, fn, c, x, torch.randn_like(x), torch.full((n,), tt))
-    t.tensor(xt, shape=(n, 2), what="add_noise on a (20000, 2) batch of 2D points")
+    t.tensor(xt, shape=(n, 2), dtype=torch.float32, what="add_noise on a (20000, 2) batch of 2D points")
     ab = c.alphas_cumprod[tt].item()
     t.close(xt.mean(0), torch.tensor([1.5, -0.5]) * ab**0.5, "sample mean ≈ √ᾱ_t x_0 (Monte Carlo, 20000 samples)",
             hint="the mean of x_t is √ᾱ_t x_0", rtol=0, atol=0.04)
@@ -182,6 +187,12 @@ def add_noise(t: Tester, fn):
     at_T = _call(t, fn, c, x[:8], torch.ones(8, 2), torch.full((8,), 1000))
     t.close(at_T, torch.ones(8, 2), "t = T (cosine): x_T is pure noise (here ε = 1)", hint="ᾱ_T ≈ 0, so x_T ≈ ε",
             rtol=0, atol=1e-3)
+    x64, e64, t64 = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), torch.tensor([1, 2, 300, 999, 1000])
+    out64 = _call(t, fn, s, x64, e64, t64)
+    t.tensor(out64, shape=(5, 3), dtype=torch.float64, what="add_noise on float64 points (5, 3)")
+    t.close(out64, ref.add_noise(s, x64, e64, t64), "float64 points: matches minidiff.forward.add_noise to float64 precision",
+            hint="extract the coefficients in x0's dtype (extract(values, t, x0)), without a detour through float32",
+            rtol=1e-4 if out64.dtype == torch.float32 else 1e-10, atol=1e-6 if out64.dtype == torch.float32 else 1e-12)
     t.raises(fn, (s, x0, eps[:, 0], ts), ValueError,
             "noise of shape (4, 28, 28) for images of shape (4, 1, 28, 28) raises a ValueError",
             hint="compare noise.shape with x0.shape and raise ValueError: otherwise (B, 28, 28) noise silently "
@@ -212,7 +223,7 @@ def q_posterior_mean_var(t: Tester, fn):
     out = _call(t, fn, s, x0, x_t, ts)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         t.check(False, "returns a pair (mean, variance)", f"got {type(out).__name__}",
-                hint="end with `return mean, var`")
+                hint="end with `return mean, var`", decisive=True)
         return
     mean, var = out
     t.tensor(mean, shape=x0.shape, dtype=torch.float32, what="the posterior mean")
@@ -221,7 +232,7 @@ def q_posterior_mean_var(t: Tester, fn):
         var_full = torch.broadcast_to(var, x0.shape)
     except RuntimeError:
         t.check(False, "the variance broadcasts against x", f"got shape {tuple(var.shape)} for x of shape {tuple(x0.shape)}",
-                hint=BROADCAST_HINT)
+                hint=BROADCAST_HINT, decisive=True)
         raise Abort
     ref_mean, ref_var = ref.q_posterior_mean_var(s, x0, x_t, ts)
     ref_var_full = torch.broadcast_to(ref_var, x0.shape)
@@ -255,11 +266,14 @@ def q_posterior_mean_var(t: Tester, fn):
     x_tb = ref.add_noise(c, x0b, torch.randn_like(x0b), ts2)
     out2 = _call(t, fn, c, x0b, x_tb, ts2)
     if not (isinstance(out2, (tuple, list)) and len(out2) == 2):
-        t.check(False, "returns a pair (mean, variance)", hint="end with `return mean, var`")
+        t.check(False, "returns a pair (mean, variance)", hint="end with `return mean, var`", decisive=True)
         return
+    t.tensor(out2[0], shape=x0b.shape, dtype=torch.float64, what="the posterior mean of float64 points (199, 1)")
+    t.tensor(out2[1], dtype=torch.float64, what="the posterior variance for float64 points")
+    f32 = out2[0].dtype == torch.float32
     bayes_mean, bayes_var = _bayes_posterior(c, x0b, x_tb, ts2)
     t.close(out2[0], bayes_mean.reshape(-1, 1), "μ̃_t equals the Bayes posterior mean (precision-weighted average)",
-            hint="check both coefficients in DDPM eq. 7", rtol=1e-6, atol=1e-9)
+            hint="check both coefficients in DDPM eq. 7", rtol=1e-4 if f32 else 1e-6, atol=1e-6 if f32 else 1e-9)
     t.close(torch.broadcast_to(torch.as_tensor(out2[1]), x0b.shape), bayes_var.reshape(-1, 1),
             "β̃_t equals 1 / (1/(1 − ᾱ_{t−1}) + α_t/β_t), the Bayes posterior variance",
-            hint="check DDPM eq. 7's variance", rtol=1e-6, atol=1e-12)
+            hint="check DDPM eq. 7's variance", rtol=1e-4 if f32 else 1e-6, atol=1e-9 if f32 else 1e-12)

@@ -22,7 +22,7 @@ from ... import elbo as ref
 from ... import forward
 from ...forward import add_noise, q_posterior_mean_var
 from ...schedules import NoiseSchedule
-from .core import Abort, Tester, diagnose, exercise
+from .core import Abort, Tester, diagnose, exercise, grad_close
 
 
 def _kl_mistakes(m1, v1, m2, v2) -> dict:
@@ -73,6 +73,24 @@ def gaussian_kl(t: Tester, fn):
               _kl_mistakes(m1, v1, m2, v2), hint="½ [log(var2/var1) + (var1 + (mean1 − mean2)²)/var2 − 1]",
               rtol=1e-6, atol=1e-9)
     t.check(bool((out >= -1e-12).all()), "KL ≥ 0 for every pair", hint="a KL divergence is never negative")
+
+    # gradients: the KL is a loss term (L_T, L_{t−1}), so autograd must reach all four arguments
+    args = [v.clone().requires_grad_(True) for v in (m1, v1, m2, v2)]
+    kl = t.call(fn, *args)
+    t.tensor(kl, shape=(5, 3), what="gaussian_kl on (5, 3) tensors that require grad")
+    ref_args = [v.clone().requires_grad_(True) for v in (m1, v1, m2, v2)]
+    want = torch.autograd.grad(torch.distributions.kl_divergence(torch.distributions.Normal(ref_args[0], ref_args[1].sqrt()),
+                                                                 torch.distributions.Normal(ref_args[2], ref_args[3].sqrt())).sum(),
+                               ref_args)
+    grad_close(t, kl.sum(), args, want, "the gradient of Σ KL w.r.t. mean1, var1, mean2, var2 (autograd) is "
+               "torch.distributions' gradient", hint="use torch operations only (torch.log, not math.log)", rtol=1e-6, atol=1e-9)
+
+    # float32 in, float32 out
+    f32 = [v.float() for v in (m1, v1, m2, v2)]
+    out = t.call(fn, *f32)
+    t.tensor(out, shape=(5, 3), dtype=torch.float32, what="gaussian_kl on float32 tensors")
+    t.close(out, torch.distributions.kl_divergence(P, Q), "float32 tensors: the same KL to float32 precision",
+            rtol=1e-4, atol=1e-6)
 
     # Monte Carlo: KL = E_{x ~ p}[log p(x) − log q(x)], one pair, 400 000 samples.
     mp, vp, mq, vq = (torch.tensor([x], **f64) for x in (0.3, 0.5, -0.4, 1.7))
@@ -186,6 +204,11 @@ def eps_mse_weight(t: Tester, fn):
     b, a, ab = s.betas[ts], s.alphas[ts], s.alphas_cumprod[ts]
     diagnose(t, out, b / (2 * a * (1 - ab)), "σ_t² = β_t: λ_t = β_t / (2 α_t (1 − ᾱ_t))", _weight_mistakes(s, ts, b),
              hint='"beta" means σ_t² = betas[t]', rtol=1e-9, atol=0)
+    default = t.call(fn, s, ts)
+    t.tensor(default, shape=(4,), what="eps_mse_weight(schedule, t) without sigma2")
+    diagnose(t, default, out, 'the default is sigma2="beta"',
+             {'the default must be sigma2="beta", as in the signature': ref.eps_mse_weight(s, ts, "beta_tilde")},
+             hint='keep the signature: def eps_mse_weight(schedule, t, sigma2="beta")', rtol=1e-9, atol=0)
 
     # DDPM eq. 12 from scratch: the KL between q(x_{t−1} | x_t, x_0) and p_θ(x_{t−1} | x_t), minus its
     # ε-free part, divided by ‖ε − ε_θ‖², is the weight. Here with σ_t² = β̃_t, t ≥ 2.
@@ -199,7 +222,7 @@ def eps_mse_weight(t: Tester, fn):
     kl_means_equal = ref.gaussian_kl(mean_q, var_q, mean_q, var_q).sum(1)
     lam = (kl - kl_means_equal) / ((eps - eps_theta) ** 2).sum(1)
     out = t.call(fn, c, tt, "beta_tilde")
-    t.tensor(out, shape=(6,), what='eps_mse_weight on the cosine schedule, T = 100, "beta_tilde"')
+    t.tensor(out, shape=(6,), dtype=torch.float64, what='eps_mse_weight on the cosine schedule, T = 100, "beta_tilde"')
     ab, ab_prev, b = c.alphas_cumprod[tt], c.alphas_cumprod[tt - 1], c.betas[tt]
     bt = (1 - ab_prev) / (1 - ab) * b
     diagnose(
@@ -215,7 +238,8 @@ def eps_mse_weight(t: Tester, fn):
     out1 = t.call(fn, c, torch.tensor([1, 2]), "beta_tilde")
     fin = isinstance(out1, torch.Tensor) and out1.numel() == 2 and bool(torch.isfinite(out1).all())
     if t.check(fin, '"beta_tilde" at t = 1 is finite', f"got {out1}",
-               hint="β̃_1 = 0 (ᾱ_0 = 1) would divide by zero: use σ_1² = β_1 for t = 1, as minidiff.forward.reverse_variances does"):
+               hint="β̃_1 = 0 (ᾱ_0 = 1) would divide by zero: use σ_1² = β_1 for t = 1, as minidiff.forward.reverse_variances does",
+               decisive=True):
         t.close(out1[0], 1 / (2 * c.alphas[1]), '"beta_tilde", t = 1: σ_1² = β_1, so λ_1 = 1 / (2 α_1)',
                 hint="set σ_1² = β_1 in the β̃ table", rtol=1e-9)
 
@@ -223,7 +247,7 @@ def eps_mse_weight(t: Tester, fn):
     table = torch.rand(101, dtype=torch.float64) + 0.01
     ts2 = torch.randint(1, 101, (32,))
     out2 = t.call(fn, c, ts2, table)
-    t.tensor(out2, shape=(32,), what="eps_mse_weight with a tensor of T + 1 variances")
+    t.tensor(out2, shape=(32,), dtype=torch.float64, what="eps_mse_weight with a tensor of T + 1 variances")
     diagnose(t, out2, ref.eps_mse_weight(c, ts2, table), "a tensor sigma2 is the table σ_0²..σ_T² (32 random t)",
              _weight_mistakes(c, ts2, table[ts2]), hint="a tensor sigma2 holds σ_t² at index t: use sigma2[t]",
              rtol=1e-9, atol=0)

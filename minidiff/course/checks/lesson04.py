@@ -28,6 +28,7 @@ import math
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from ... import embedding as emb_ref
 from ... import losses as loss_ref
@@ -36,7 +37,7 @@ from ... import training as train_ref
 from ...forward import predict_x0, q_posterior_mean_var
 from ...schedules import NoiseSchedule
 from . import core
-from .core import Abort, Tester, exercise
+from .core import Abort, Tester, exercise, grad_close
 
 # float32 networks: a looser tolerance than the default
 diagnose = partial(core.diagnose, rtol=1e-4, atol=1e-5)
@@ -64,23 +65,33 @@ def _embedding_mistakes(t: torch.Tensor, dim: int) -> dict:
     }
 
 
+EMB_ATOL = 2e-4  # sin(t·ω) at t ≈ 1000 in float32 is good to about 1e-4: a float64 embedding is not wrong
+EMB_DTYPE = ("the embedding is float32 whatever t's integer dtype: t.float() and float32 frequencies "
+             "(torch.arange(half, dtype=torch.float32)); a float64 one would not mix with the network's float32 weights")
+
+
 @exercise("04", "timestep_embedding", points=2)
 def timestep_embedding(t: Tester, fn):
     """timestep_embedding(t, dim) -> (B, dim): sin(t ω_i) then cos(t ω_i), ω_i = 10000^(−i/(dim/2))."""
     steps = torch.tensor([0, 1, 7, 50, 999])
     out = t.call(fn, steps, 16)
-    t.tensor(out, shape=(5, 16))
+    t.tensor(out, shape=(5, 16), dtype=torch.float32, dtype_hint=EMB_DTYPE)
     t.close(out[0], torch.cat([torch.zeros(8), torch.ones(8)]), "at t = 0 every sine is 0 and every cosine 1",
             hint="first all sines, then all cosines; sin(0) = 0, cos(0) = 1")
     t.close(out[1, 0], math.sin(1.0), "the first column is sin(t · ω_0) with ω_0 = 1", rtol=1e-4,
             hint="ω_0 = max_period^0 = 1: the fastest frequency comes first")
     diagnose(t, out, emb_ref.timestep_embedding(steps, 16), "matches minidiff.embedding.timestep_embedding (dim 16)",
-             _embedding_mistakes(steps, 16), hint="ω_i = exp(−log(max_period) · i / (dim/2)), i = 0..dim/2 − 1")
+             _embedding_mistakes(steps, 16), hint="ω_i = exp(−log(max_period) · i / (dim/2)), i = 0..dim/2 − 1", atol=EMB_ATOL)
     rand = torch.randint(1, 1001, (32,))
     out = t.call(fn, rand, 64)
-    t.tensor(out, shape=(32, 64), what="the embedding of 32 random t with dim 64")
+    t.tensor(out, shape=(32, 64), dtype=torch.float32, what="the embedding of 32 random t with dim 64", dtype_hint=EMB_DTYPE)
     diagnose(t, out, emb_ref.timestep_embedding(rand, 64), "matches minidiff's embedding for random t, dim 64",
-             _embedding_mistakes(rand, 64), hint="use dim // 2 frequencies, not a fixed number")
+             _embedding_mistakes(rand, 64), hint="use dim // 2 frequencies, not a fixed number", atol=EMB_ATOL)
+    out = t.call(fn, rand, 8, max_period=100.0)
+    t.tensor(out, shape=(32, 8), what="timestep_embedding(t, 8, max_period=100.0)")
+    diagnose(t, out, emb_ref.timestep_embedding(rand, 8, 100.0), "max_period = 100 sets the slowest frequency",
+             {"you ignore max_period (10 000 hard-coded?): ω_i = max_period^(−i/(dim/2))": emb_ref.timestep_embedding(rand, 8)},
+             hint="ω_i = exp(−log(max_period) · i / (dim/2))", atol=EMB_ATOL)
 
 
 # ---------------------------------------------------------------- 2. the loss L_simple
@@ -98,8 +109,30 @@ class _ScaledOracle(torch.nn.Module):
 
     def forward(self, x_t, t):
         self.seen.append(t)
+        self.inputs = (x_t.detach().clone(), t)
         return self.a * self.sigma[t].reshape(-1, *([1] * (x_t.dim() - 1))) * x_t
 
+
+def _same_draws(s: NoiseSchedule, model: _ScaledOracle, x0: torch.Tensor):
+    """L_simple and its gradient ∂L/∂a on the t and ε the learner drew, read back from the model's last
+    input x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε; None if the model was not called with a (B,) LongTensor t."""
+    x_t, ts = getattr(model, "inputs", (None, None))
+    if not (isinstance(ts, torch.Tensor) and ts.dtype == torch.long and ts.shape == (x0.shape[0],) and x_t.shape == x0.shape):
+        return None
+    ab = s.alphas_cumprod.to(torch.float64)[ts.clamp(0, s.T)].reshape(-1, *([1] * (x0.dim() - 1)))
+    eps = ((x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt().clamp_min(1e-12)).to(x0.dtype)
+    a = model.a.detach().clone().requires_grad_(True)
+    pred = a * model.sigma[ts].reshape(-1, *([1] * (x0.dim() - 1))) * x_t
+    loss = F.mse_loss(pred, eps)
+    return loss.detach(), torch.autograd.grad(loss, [a]), F.mse_loss(pred, x0).detach()
+
+
+def _folded_d(loss: torch.Tensor, x0: torch.Tensor) -> dict:
+    """The values that folding the 2-D data's D = 2 into a constant gives on other data."""
+    D = x0[0].numel()
+    hint = ("you folded the data's dimension into a constant (D = 2 for the points): average over every coordinate, "
+            f"whatever x0's shape (F.mse_loss; here D = {D})")
+    return {hint: loss * D / 2, hint + " ": loss / 2} if D != 2 else {}
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -116,10 +149,11 @@ def ddpm_loss(t: Tester, fn):
     loss = t.call(fn, s, model, x0, _gen(0))
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         t.check(False, "ddpm_loss returns the loss as a tensor with one element",
-                f"got {type(loss).__name__}", hint="return F.mse_loss(...), not loss.item(): the training loop calls loss.backward()")
+                f"got {type(loss).__name__}", hint="return F.mse_loss(...), not loss.item(): the training loop calls loss.backward()",
+                decisive=True)
         raise Abort
     if not model.seen:
-        t.check(False, "ddpm_loss calls model(x_t, t)", hint="the model predicts ε from the noisy x_t and t")
+        t.check(False, "ddpm_loss calls model(x_t, t)", hint="the model predicts ε from the noisy x_t and t", decisive=True)
         raise Abort
     ts = model.seen[-1]
     t.check(isinstance(ts, torch.Tensor) and ts.dtype == torch.long and tuple(ts.shape) == (x0.shape[0],),
@@ -129,7 +163,17 @@ def ddpm_loss(t: Tester, fn):
     if isinstance(ts, torch.Tensor):
         t.check(int(ts.min()) == 1 and int(ts.max()) == s.T, "t covers 1..T (both ends included)",
                 f"got t from {int(ts.min())} to {int(ts.max())}",
-                hint="torch.randint's upper end is exclusive: randint(1, T + 1, ...) gives 1..T")
+                hint="torch.randint's upper end is exclusive: randint(1, T + 1, ...) gives 1..T", decisive=True)
+    x_t, _ = model.inputs
+    if tuple(x_t.shape) == tuple(x0.shape) and isinstance(ts, torch.Tensor) and ts.dtype == torch.long \
+            and ts.shape == (x0.shape[0],) and 1 <= int(ts.min()) and int(ts.max()) <= s.T:
+        ab = s.alphas_cumprod[ts].reshape(-1, 1)
+        eps = (x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()  # the ε the learner drew, if x_t is DDPM eq. 4
+        t.check(abs(eps.mean().item()) < 0.02 and abs(eps.std().item() - 1) < 0.02,
+                "the model sees x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ε ~ N(0, I)",
+                f"(x_t − √ᾱ_t x_0)/√(1 − ᾱ_t) has mean {eps.mean().item():.3f} and std {eps.std().item():.3f}",
+                hint="ε = torch.randn(x0.shape, generator=generator): normal (randn, not rand), and x_t by DDPM eq. 4 "
+                     "(the model gets x_t, not x_0)", decisive=True)
     value = float(loss.detach())
     expected = (1 - (2 * a0 - a0**2) * one_minus).mean().item()
     off_by_one = (1 - (2 * a0 - a0**2) * (1 - s.alphas_cumprod[:-1])).mean().item()
@@ -139,7 +183,7 @@ def ddpm_loss(t: Tester, fn):
     elif abs(value - off_by_one) < 0.015:
         hint = "off by one: t runs from 1 to T, and ᾱ_t is schedule.alphas_cumprod[t]"
     t.check(abs(value - expected) < 0.015, "the loss equals L_simple in expectation (a model with a known loss)",
-            f"expected about {expected:.4f}, got {value:.4f}", hint=hint)
+            f"expected about {expected:.4f}, got {value:.4f}", hint=hint, decisive=True)
     # ∂L/∂a = −2 (1 − a)(1 − ᾱ_t) on average: the gradient must reach the model's parameter
     grad = (-2 * (1 - a0) * one_minus).mean().item()
     got = None
@@ -149,7 +193,9 @@ def ddpm_loss(t: Tester, fn):
         got = None if model.a.grad is None else model.a.grad.item()
     t.check(got is not None and abs(got - grad) < 0.01, "gradients flow from the loss into the model",
             f"expected ∂L/∂a ≈ {grad:+.4f}, got {'no gradient' if got is None else f'{got:+.4f}'}",
-            hint="build the loss from the model's output with torch operations: no .item(), .detach() or torch.no_grad()")
+            hint=core.NO_GRAD_HINT if got is None else
+            "a gradient flows, but not L_simple's: with x_t by DDPM eq. 4, ε ~ N(0, I) and F.mse_loss(model(x_t, t), ε), "
+            "∂L/∂a = −2 (1 − a)(1 − ᾱ_t) on average", decisive=True)
     # the same generator, the same numbers
     small = x0[:256]
     a = t.call(fn, s, model, small, _gen(1))
@@ -160,15 +206,33 @@ def ddpm_loss(t: Tester, fn):
             "the same generator gives the same loss (t and ε are drawn from `generator`)",
             hint="pass generator=generator to torch.randint and torch.randn")
     ref = loss_ref.ddpm_loss(s, model, small, _gen(1))
-    t.close(a, ref, "with the same generator, the same loss as minidiff.losses.ddpm_loss", rtol=1e-5, atol=1e-6,
+    t.close(a, ref, "with the same generator, the same loss as minidiff.losses.ddpm_loss", rtol=1e-5, atol=1e-6, decisive=False,
             hint="draw t first, then ε, both from `generator` (minidiff's order); ε = torch.randn(x0.shape, generator=generator)")
+    # the exact gradient on the draws the learner made (2-D points)
+    small_model = _ScaledOracle(s, 0.3)
+    loss = t.call(fn, s, small_model, small, _gen(4))
+    same = _same_draws(s, small_model, small)
+    if same is not None:
+        grad_close(t, loss, [small_model.a], same[1], "∂L/∂a by autograd equals L_simple's on the same t and ε",
+                   hint="loss = F.mse_loss(model(x_t, t), ε): the mean of (ε_θ − ε)² over the batch and the coordinates",
+                   rtol=1e-4, atol=1e-6)
+    # images: any rank, and the mean over every coordinate (D = 16 here)
     imgs = torch.randn(8, 1, 4, 4)
-    model.seen.clear()
-    out = t.call(fn, s, model, imgs, _gen(3))
-    t.tensor(out, shape=(), what="the loss on a batch of 8 images of shape 1×4×4")
-    seen = model.seen[-1] if model.seen else None
-    t.check(isinstance(seen, torch.Tensor) and tuple(seen.shape) == (8,), "works for images too (x0 of shape (B, C, H, W))",
-            hint="t has shape (B,) = (x0.shape[0],); draw ε with the shape of x0; add_noise handles any shape")
+    img_model = _ScaledOracle(s, 0.4)
+    out = t.call(fn, s, img_model, imgs, _gen(3))
+    t.tensor(out, shape=(), dtype=torch.float32, what="the loss on a batch of 8 images of shape 1×4×4")
+    seen = img_model.seen[-1] if img_model.seen else None
+    ok = t.check(isinstance(seen, torch.Tensor) and tuple(seen.shape) == (8,), "works for images too (x0 of shape (B, C, H, W))",
+                 hint="t has shape (B,) = (x0.shape[0],); draw ε with the shape of x0; add_noise handles any shape",
+                 decisive=True)
+    same = _same_draws(s, img_model, imgs) if ok else None
+    if same is not None:
+        diagnose(t, out, same[0], "images: the loss is L_simple on the t and ε you drew (mean over all 16 coordinates)",
+                 {**_folded_d(same[0], imgs), "the model predicts the noise: the target is ε, not x_0": same[2]},
+                 hint="x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ᾱ_t reshaped to (B, 1, 1, 1); loss = F.mse_loss(model(x_t, t), ε)",
+                 rtol=1e-4, atol=1e-6)
+        grad_close(t, out, [img_model.a], same[1], "images: ∂L/∂a by autograd equals L_simple's on the same t and ε",
+                   rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- 3. the training loop
@@ -220,7 +284,7 @@ def train(t: Tester, fn):
             f"got {type(losses).__name__} of length {len(losses) if hasattr(losses, '__len__') else '?'}",
             hint="losses.append(loss.item()) after each step: .item() gives a float and lets the graph go")
     t.check(len(seen) == 6, "loss_fn is called once per step", f"it was called {len(seen)} times for 6 steps",
-            hint="one batch, one loss, one optimiser step per step")
+            hint="one batch, one loss, one optimiser step per step", decisive=True)
     if not seen:
         raise Abort
     batch, g = seen[0]
@@ -285,8 +349,9 @@ def ddpm_step(t: Tester, fn):
     eps = torch.randn(6, 2, dtype=torch.float64)
     ts = torch.tensor([1, 2, 10, 25, 49, 50])
     zero = torch.zeros_like(x_t)
+    t.crash_hints["shape"] = core.BROADCAST_HINT
     out = t.call(fn, s, eps, x_t, ts, zero)
-    t.tensor(out, shape=(6, 2))
+    t.tensor(out, shape=(6, 2), dtype=torch.float64, what="the step on float64 points (6, 2)")
     x0_hat = predict_x0(s, x_t, ts, eps)
     mean, _ = q_posterior_mean_var(s, x0_hat, x_t, ts)
     b = s.betas[ts].reshape(-1, 1)
@@ -322,6 +387,12 @@ def ddpm_step(t: Tester, fn):
             "works for images too (x of shape (B, C, H, W))",
             hint="reshape per-example coefficients to (B, 1, 1, 1): minidiff.schedules.extract does it for you",
             rtol=1e-5, atol=1e-7)
+    # float32: the schedule's float64 tables must not turn the result into float64
+    x32, e32, z32 = x_t.float(), eps.float(), z.float()
+    out = t.call(fn, s, e32, x32, ts, z32)
+    t.tensor(out, shape=(6, 2), dtype=torch.float32, what="the step on float32 points (6, 2)")
+    t.close(out, samp_ref.ddpm_step(s, e32, x32, ts, noise=z32, sigma2="beta"), "float32 points: the same step",
+            hint="x_{t−1} = (x_t − β_t/√(1 − ᾱ_t) · ε) / √α_t + σ_t z", rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- 5. the sampler
@@ -362,7 +433,7 @@ def ddpm_sample(t: Tester, fn):
     model = _GaussianEps(s)
     n = 4000
     out = t.call(fn, s, model, (n, 2), generator=_gen(0))
-    t.tensor(out, shape=(n, 2), what="ddpm_sample(schedule, model, (4000, 2))")
+    t.tensor(out, shape=(n, 2), dtype=torch.float32, what="ddpm_sample(schedule, model, (4000, 2))")
     t.check(not out.requires_grad, "the samples carry no autograd graph (sampling runs under torch.no_grad())",
             hint="call the model inside `with torch.no_grad():` — 200 steps of graph cost memory and time")
     ts = [int(tt.flatten()[0]) if isinstance(tt, torch.Tensor) and tt.numel() else tt for tt in model.seen]
@@ -374,7 +445,8 @@ def ddpm_sample(t: Tester, fn):
     elif ts and ts[0] < ts[-1]:
         hint = "sampling runs backwards, from t = T down to t = 1"
     t.check(ts == list(range(s.T, 0, -1)), "the model is called once per step, at t = T, T − 1, ..., 1",
-            f"it was called at t = {ts[:3]} ... {ts[-3:]} ({len(ts)} calls)" if ts else "it was never called", hint=hint)
+            f"it was called at t = {ts[:3]} ... {ts[-3:]} ({len(ts)} calls)" if ts else "it was never called", hint=hint,
+            decisive=True)
     tt = model.seen[0] if model.seen else None
     t.check(isinstance(tt, torch.Tensor) and tt.dtype == torch.long and tuple(tt.shape) == (n,),
             "the model gets t as a LongTensor of shape (B,)",
@@ -393,13 +465,13 @@ def ddpm_sample(t: Tester, fn):
             hint = "the samples are too narrow: draw a fresh z ~ N(0, I) at every step and pass it to ddpm_step"
         t.check(dm < 0.03 and ds < 0.03, "the samples have the distribution of minidiff's ddpm_sample (20,000 samples)",
                 f"mean {mine.mean().item():.3f} vs {ref.mean().item():.3f}, std {mine.std().item():.3f} vs {ref.std().item():.3f}",
-                hint=hint)
+                hint=hint, decisive=True)
     else:
         t.check(False, "the samples have the distribution of minidiff's ddpm_sample", "wrong shape",
-                hint="return x_0 shaped like `shape`")
+                hint="return x_0 shaped like `shape`", decisive=True)
     # the same seed, the same samples
     expected = samp_ref.ddpm_sample(s, _GaussianEps(s), (n, 2), generator=_gen(0))
-    diagnose(t, out, expected, "with the same generator, the same samples as minidiff.sampling.ddpm_sample",
+    same_draws = diagnose(t, out, expected, "with the same generator, the same samples as minidiff.sampling.ddpm_sample",
              {"no noise: add σ_t z with a fresh z ~ N(0, I) at every step (ddpm_step leaves it out at t = 1 itself)":
                   _sample_without_noise(s, _GaussianEps(s), (n, 2), _gen(0))},
              hint="draw x_T first, then one z per step, both with torch.randn(shape, generator=generator)")
@@ -417,4 +489,9 @@ def ddpm_sample(t: Tester, fn):
                 f"first state: mean {start.mean().item():.3f}, std {start.std().item():.3f}",
                 hint="keep x_T, then the state after every step: T + 1 states, the last one x_0")
     imgs = t.call(fn, s, _GaussianEps(s), (3, 1, 4, 4), generator=_gen(4))
-    t.tensor(imgs, shape=(3, 1, 4, 4), what="samples of shape (3, 1, 4, 4): works for images too")
+    t.tensor(imgs, shape=(3, 1, 4, 4), dtype=torch.float32, what="samples of shape (3, 1, 4, 4): works for images too")
+    if same_draws:  # otherwise the 2D test above has already named the mistake in the random draws
+        t.close(imgs, samp_ref.ddpm_sample(s, _GaussianEps(s), (3, 1, 4, 4), generator=_gen(4)),
+                "images, the same generator: the same samples as minidiff.sampling.ddpm_sample",
+                hint="nothing in the sampler depends on the rank of `shape`: t is (B,) = (shape[0],), x_T and z are randn(shape)",
+                rtol=1e-4, atol=1e-5)

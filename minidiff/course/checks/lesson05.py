@@ -104,27 +104,59 @@ def resblock_forward(t: Tester, fn):
 # ---------------------------------------------------------------- 2. the U-Net wiring
 
 
+def _wrong_unet(model, x, t, y, kind):
+    """The U-Net's forward pass with one known mistake (for the hints)."""
+    emb = model.embed(t, None if kind == "no_y" else y, x.shape[0])
+    h = model.conv_in(x)
+    skips = []
+    for level in model.down:
+        for block in level.blocks:
+            h = block(h, emb)
+        skips.append(h)
+        h = level.downsample(h)
+    h = model.mid1(h, emb)
+    h = model.mid2(h if kind == "no_mid_attn" else model.mid_attn(h), emb)
+    for level in model.up:
+        h = level.upsample(h)
+        skip = skips.pop()
+        h = torch.cat([skip, h] if kind == "cat_order" else [h, skip], dim=1)
+        for block in level.blocks:
+            h = block(h, emb)
+        h = h if kind == "no_attn" else level.attn(h)
+    return model.conv_out(h if kind == "no_out" else F.silu(model.norm_out(h)))
+
+
+UNET_MISTAKES = {
+    "cat_order": "concatenate in the order torch.cat([h, skip], dim=1): the upsampled features first, then the skip",
+    "no_mid_attn": "the middle is mid1 → mid_attn → mid2: the attention between the two blocks is missing",
+    "no_attn": "after each up level's blocks comes h = level.attn(h) (attention at the lowest level, identity elsewhere)",
+    "no_out": "the output is conv_out(SiLU(norm_out(h))): normalise and apply SiLU before the last conv",
+}
+WIRING = ("append the skip after a level's blocks and *before* downsampling; in the up path, upsample first, then "
+          "torch.cat([h, skips.pop()], dim=1): the last skip saved is used first")
+
+
 @exercise("05", "unet_forward", points=3)
 def unet_forward(t: Tester, fn):
     """The skip wiring: down (keep skips), middle, up (upsample, concatenate, blocks)."""
     model = ref.UNet(channels=(8, 16, 16), heads=2).eval()
     _perturb(model)
     x, ts = torch.randn(2, 1, 28, 28), torch.tensor([1, 700])
+    t.crash_hints["shape"] = "a shape mismatch in the wiring: " + WIRING
     with torch.no_grad():
         out = t.call(fn, model, x, ts)
         t.tensor(out, shape=(2, 1, 28, 28), what="unet_forward on (2, 1, 28, 28)")
-        t.close(out, model(x, ts), "matches minidiff.unet.UNet.forward (3 levels, attention)",
-                hint="append the skip after a level's blocks and *before* downsampling; in the up path, "
-                     "upsample first, then torch.cat([h, skips.pop()], dim=1): the last skip saved is used first",
-                rtol=1e-4, atol=1e-5)
+        diagnose(t, out, model(x, ts), "matches minidiff.unet.UNet.forward (3 levels, attention)",
+                 {hint: _wrong_unet(model, x, ts, None, kind) for kind, hint in UNET_MISTAKES.items()}, hint=WIRING)
         cond = ref.UNet(channels=(8, 16), num_classes=10, heads=2).eval()
         _perturb(cond)
         y = torch.tensor([3, 10])
         out = t.call(fn, cond, x, ts, y)
         t.tensor(out, shape=(2, 1, 28, 28), what="unet_forward with labels y")
-        t.close(out, cond(x, ts, y), "passes y on (emb = model.embed(t, y, B)) for a class-conditional U-Net",
-                hint="compute emb = model.embed(t, y, x.shape[0]) once and give it to every block",
-                rtol=1e-4, atol=1e-5)
+        diagnose(t, out, cond(x, ts, y), "passes y on (emb = model.embed(t, y, B)) for a class-conditional U-Net",
+                 {"the labels y are lost: emb = model.embed(t, y, x.shape[0]), not model.embed(t, None, ...)":
+                      _wrong_unet(cond, x, ts, y, "no_y")},
+                 hint="compute emb = model.embed(t, y, x.shape[0]) once and give it to every block")
 
 
 # ---------------------------------------------------------------- 3. the training loop
@@ -164,20 +196,21 @@ def train_unet(t: Tester, fn):
                  generator=torch.Generator().manual_seed(0))
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.nn.Module)):
         t.check(False, "train_unet returns (ema_model, losses)", f"got {type(out).__name__}",
-                hint="return ema, losses: the averaged copy of the model and the list of the step losses")
+                hint="return ema, losses: the averaged copy of the model and the list of the step losses", decisive=True)
         return
     ema, losses = out
     try:
         losses = [float(v) for v in losses]
     except (TypeError, ValueError):
         t.check(False, "losses is a list of floats, one per step", f"got {type(losses).__name__}",
-                hint="append loss.item() after every step")
+                hint="append loss.item() after every step", decisive=True)
         return
     if not t.check(len(losses) == steps, f"one loss per step ({steps} steps)", f"got {len(losses)} losses",
-                   hint="loop `for s in range(steps)` and append loss.item() once per step"):
+                   hint="loop `for s in range(steps)` and append loss.item() once per step", decisive=True):
         return
     t.check(0.6 < losses[0] < 1.4, "the first loss is E‖ε‖² ≈ 1 (a fresh U-Net predicts ε = 0)",
-            f"got {losses[0]:.4f}", hint="loss = ddpm_loss(schedule, model, x0, generator): L_simple of DDPM eq. 14")
+            f"got {losses[0]:.4f}", hint="loss = ddpm_loss(schedule, model, x0, generator): L_simple of DDPM eq. 14",
+            decisive=True)
     t.check(ema is not model and all(e is not p for e, p in zip(ema.parameters(), model.parameters())),
             "the EMA is a separate copy of the model",
             hint="ema = copy.deepcopy(model) before training; averaging the live weights into themselves does nothing")
@@ -227,8 +260,9 @@ def ddim_step(t: Tester, fn):
     ts = torch.tensor([1, 10, 300, 700, 1000])
     abar = s.alphas_cumprod[ts].float().reshape(-1, 1)
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    t.crash_hints["shape"] = core.BROADCAST_HINT
     out = t.call(fn, s, eps, x_t, ts, torch.zeros_like(ts))
-    t.tensor(out, shape=(5, 6), what="ddim_step on a (5, 6) batch")
+    t.tensor(out, shape=(5, 6), dtype=torch.float32, what="ddim_step on a (5, 6) batch")
     wrong_x0 = (x_t - (1 - abar).sqrt() * eps) / abar
     t.close(out, x0, "with the true ε and η = 0, one jump to t_prev = 0 returns x_0 (ᾱ_0 = 1)",
             hint=("x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t: divide by √ᾱ_t, not by ᾱ_t (DDIM eq. 9)"
@@ -275,17 +309,36 @@ def ddim_step(t: Tester, fn):
             hint="σ² at η = 1 is β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t: check eq. 16 term by term")
 
     big = 3 * torch.randn(5, 6)  # predicted x̂_0 far outside [−1, 1]
-    out = t.call(fn, s, big, x_t, ts, prev, clip_denoised=1.0)
-    t.tensor(out, shape=(5, 6), what="ddim_step with clip_denoised=1.0")
     _, _, x0_big = _ddim_parts(s, x_t, ts, prev, big)
-    clipped = x0_big.clamp(-1, 1)
-    diagnose(t, out, ddim_ref.ddim_step(s, big, x_t, ts, prev, clip_denoised=1.0),
-             "clip_denoised=1.0 matches minidiff.ddim.ddim_step",
-             {"after clipping x̂_0, recompute ε = (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), so that the step stays consistent":
-                  ap.sqrt() * clipped + (1 - ap).sqrt() * big,
-              "clip_denoised was ignored: clamp x̂_0 to [−c, c] when it is given":
-                  ddim_ref.ddim_step(s, big, x_t, ts, prev)},
-             hint="x̂_0 ← clamp(x̂_0, −c, c), then ε ← (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), then eq. 12 as before")
+    for c in (1.0, 0.5):
+        out = t.call(fn, s, big, x_t, ts, prev, clip_denoised=c)
+        t.tensor(out, shape=(5, 6), what=f"ddim_step with clip_denoised={c:g}")
+        clipped = x0_big.clamp(-c, c)
+        diagnose(t, out, ddim_ref.ddim_step(s, big, x_t, ts, prev, clip_denoised=c),
+                 f"clip_denoised={c:g} matches minidiff.ddim.ddim_step",
+                 {"after clipping x̂_0, recompute ε = (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), so that the step stays consistent":
+                      ap.sqrt() * clipped + (1 - ap).sqrt() * big,
+                  "clip_denoised was ignored: clamp x̂_0 to [−c, c] when it is given":
+                      ddim_ref.ddim_step(s, big, x_t, ts, prev),
+                  "you clip to [−1, 1] whatever clip_denoised is: clamp(−clip_denoised, clip_denoised)":
+                      ddim_ref.ddim_step(s, big, x_t, ts, prev, clip_denoised=1.0)},
+                 hint="x̂_0 ← clamp(x̂_0, −c, c), then ε ← (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), then eq. 12 as before")
+
+    # images (any rank), an int t_prev (as ddim_sample passes it), and float64
+    imgs, e_img, z_img = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t_img = torch.tensor([50, 400, 999])
+    out = t.call(fn, s, e_img, imgs, t_img, 20, eta=0.5, noise=z_img)
+    t.tensor(out, shape=(3, 1, 4, 4), dtype=torch.float32, what="ddim_step on images (3, 1, 4, 4), t_prev = 20 (an int)")
+    t.close(out, ddim_ref.ddim_step(s, e_img, imgs, t_img, 20, eta=0.5, noise=z_img),
+            "images and an int t_prev: matches minidiff.ddim.ddim_step (η = 0.5)",
+            hint="index ᾱ with extract(schedule.alphas_cumprod, t_prev, x_t): it takes an int or a (B,) tensor and "
+                 "reshapes to (B, 1, 1, 1)")
+    x64, e64, z64 = x_t.double(), eps.double(), z.double()
+    out = t.call(fn, s, e64, x64, ts, prev, eta=0.6, noise=z64)
+    t.tensor(out, shape=(5, 6), dtype=torch.float64, what="ddim_step on float64 points (5, 6)")
+    t.close(out, ddim_ref.ddim_step(s, e64, x64, ts, prev, eta=0.6, noise=z64),
+            "float64 points: matches minidiff.ddim.ddim_step to float64 precision",
+            rtol=1e-4 if out.dtype == torch.float32 else 1e-9, atol=1e-5 if out.dtype == torch.float32 else 1e-12)
 
 
 # ---------------------------------------------------------------- 5. the DDIM loop
@@ -314,14 +367,15 @@ def ddim_sample(t: Tester, fn):
 
     counted = _Counted(model)
     out = t.call(fn, s, counted, shape, 5, generator=gen())
-    t.tensor(out, shape=shape, what="ddim_sample(schedule, model, (3, 1, 8, 8), steps=5)")
+    t.tensor(out, shape=shape, dtype=torch.float32, what="ddim_sample(schedule, model, (3, 1, 8, 8), steps=5)")
     t.check(counted.calls == 5, "5 steps call the network 5 times", f"it was called {counted.calls} times",
-            hint="one network call per jump: loop over consecutive pairs of ddim_timesteps(schedule.T, steps) + [0]")
+            hint="one network call per jump: loop over consecutive pairs of ddim_timesteps(schedule.T, steps) + [0]",
+            decisive=True)
     times = ddim_ref.ddim_timesteps(s.T, 5)
     t.check(counted.times == times, "the network is called at t = 50, 40, 30, 20, 10", f"got {counted.times}",
             hint="the last jump, from τ_S = 10 to t_prev = 0, is missing: loop over ddim_timesteps(T, steps) + [0]"
             if counted.times == times[:-1] else
-            "call eps_model(x, t) at the *current* t of each jump, t = ddim_timesteps(T, steps)")
+            "call eps_model(x, t) at the *current* t of each jump, t = ddim_timesteps(T, steps)", decisive=True)
     with torch.no_grad():
         expected = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen())
 
@@ -335,29 +389,42 @@ def ddim_sample(t: Tester, fn):
              hint="x_T = randn(shape, generator, device) first; then x ← ddim_step(schedule, eps_model(x, t), x, t, t_prev, "
                   "...) for consecutive pairs of ddim_timesteps(schedule.T, steps) + [0]")
 
+    with torch.no_grad():
+        expected, ref_traj = ddim_ref.ddim_sample(s, model, shape, steps=4, eta=1.0, generator=gen(), return_trajectory=True)
     res = t.call(fn, s, model, shape, 4, eta=1.0, generator=gen(), return_trajectory=True)
-    if not t.check(isinstance(res, tuple) and len(res) == 2, "with return_trajectory=True it returns (x_0, trajectory)",
-                   f"got {type(res).__name__}", hint="return (x, torch.stack(trajectory)) if return_trajectory else x"):
-        return
-    out, traj = res
-    t.tensor(out, shape=shape, what="x_0 of ddim_sample(..., eta=1.0, return_trajectory=True)")
-    if not t.check(isinstance(traj, torch.Tensor) and tuple(traj.shape) == (5, *shape),
+    if t.check(isinstance(res, tuple) and len(res) == 2, "with return_trajectory=True it returns (x_0, trajectory)",
+               f"got {type(res).__name__}", hint="return (x, torch.stack(trajectory)) if return_trajectory else x"):
+        out, traj = res
+        if t.check(isinstance(traj, torch.Tensor) and tuple(traj.shape) == (5, *shape),
                    "4 steps give a trajectory of 5 states x_T, ..., x_0, stacked: shape (5, 3, 1, 8, 8)",
                    f"got {tuple(traj.shape) if isinstance(traj, torch.Tensor) else type(traj).__name__}",
                    hint="start the list with x_T, append x.cpu() after every jump, return torch.stack(trajectory)"):
-        return
-    t.check(torch.equal(traj[-1], out.cpu()), "the trajectory ends with the returned x_0",
-            hint="append x.cpu() after every jump, and start the list with x_T")
-    with torch.no_grad():
-        expected, ref_traj = ddim_ref.ddim_sample(s, model, shape, steps=4, eta=1.0, generator=gen(), return_trajectory=True)
-    t.close(traj[0], ref_traj[0], "the trajectory starts at x_T = randn(shape, generator, device)",
-            hint="draw x_T from the generator before anything else")
+            t.check(torch.equal(traj[-1], torch.as_tensor(out).cpu()), "the trajectory ends with the returned x_0",
+                    hint="append x.cpu() after every jump, and start the list with x_T")
+            t.close(traj[0], ref_traj[0], "the trajectory starts at x_T = randn(shape, generator, device)",
+                    hint="draw x_T from the generator before anything else", decisive=False)
+    else:
+        out = t.call(fn, s, model, shape, 4, eta=1.0, generator=gen())
+    t.tensor(out, shape=shape, what="x_0 of ddim_sample(..., eta=1.0)")
     t.close(out, expected, "η = 1 matches minidiff.ddim.ddim_sample (same generator)", rtol=1e-4, atol=1e-5,
             hint="when η > 0 draw one noise = randn(shape, generator, device) per jump, after x_T, and pass it to ddim_step")
     with torch.no_grad():
-        expected = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen(), clip_denoised=1.0)
+        expected = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen(), clip_denoised=0.5)
         plain = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen())
-    out = t.call(fn, s, model, shape, 5, generator=gen(), clip_denoised=1.0)
-    diagnose(t, out, expected, "clip_denoised=1.0 is passed on to every step",
-             {"clip_denoised is ignored: pass clip_denoised=clip_denoised to ddim_step": plain},
+        one = ddim_ref.ddim_sample(s, model, shape, steps=5, generator=gen(), clip_denoised=1.0)
+    out = t.call(fn, s, model, shape, 5, generator=gen(), clip_denoised=0.5)
+    diagnose(t, out, expected, "clip_denoised=0.5 is passed on to every step",
+             {"clip_denoised is ignored: pass clip_denoised=clip_denoised to ddim_step": plain,
+              "you clip to [−1, 1] whatever clip_denoised is: pass clip_denoised=clip_denoised on": one},
              hint="ddim_step(..., eta=eta, noise=noise, clip_denoised=clip_denoised)")
+
+    # 2-D points: nothing in the sampler depends on the rank of `shape`
+    def toy(x, tt):
+        return 0.5 * x + (tt.float() / s.T).reshape(-1, *([1] * (x.dim() - 1)))
+
+    out = t.call(fn, s, toy, (6, 2), 5, eta=0.5, generator=gen())
+    t.tensor(out, shape=(6, 2), dtype=torch.float32, what="ddim_sample(schedule, eps_model, (6, 2), steps=5, eta=0.5)")
+    t.close(out, ddim_ref.ddim_sample(s, toy, (6, 2), steps=5, eta=0.5, generator=gen()),
+            "2-D points (shape (6, 2)), η = 0.5: matches minidiff.ddim.ddim_sample",
+            hint="t is (B,) = (shape[0],) and x_T, the noise are randn(shape): nothing may assume images",
+            rtol=1e-4, atol=1e-5)

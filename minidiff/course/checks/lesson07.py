@@ -68,11 +68,21 @@ def langevin_sample(t: Tester, step_fn, sample_fn):
              hint="the noise is √δ·z with z ~ N(0, I): its variance is δ", rtol=0.05, atol=1e-4)
     x2, s2 = torch.randn(5, 3), torch.randn(5, 3)
     got = t.call(step_fn, x2.clone(), s2, 0.3, _gen(7))
-    t.tensor(got, shape=(5, 3), what="langevin_step on a (5, 3) batch")
+    t.tensor(got, shape=(5, 3), dtype=torch.float32, what="langevin_step on a (5, 3) batch")
     t.close(got, ref.langevin_step(x2, s2, 0.3, _gen(7)), "langevin_step matches minidiff.langevin.langevin_step "
             "with the same generator",
             hint="draw z once with randn(x.shape, generator, x.device, x.dtype) and use nothing else that draws "
                  "random numbers", rtol=1e-5, atol=1e-6)
+    # float64 images: the noise is drawn in x's dtype, and nothing depends on the rank
+    x4, s4 = torch.randn(4, 1, 3, 3, dtype=torch.float64), torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    got = t.call(step_fn, x4.clone(), s4, 0.2, _gen(8))
+    t.tensor(got, shape=(4, 1, 3, 3), dtype=torch.float64, what="langevin_step on float64 images (4, 1, 3, 3)")
+    z32 = torch.randn(x4.shape, generator=_gen(8)).double()
+    diagnose(t, got, ref.langevin_step(x4, s4, 0.2, _gen(8)), "float64 images: matches minidiff.langevin.langevin_step "
+             "with the same generator",
+             {"draw z in x's dtype, randn(x.shape, generator, x.device, x.dtype): float32 draws are other numbers than "
+              "float64 ones from the same generator": x4 + 0.1 * s4 + 0.2**0.5 * z32},
+             hint="x + (δ/2)·score + √δ·z with z = randn(x.shape, generator, x.device, x.dtype)", rtol=1e-9, atol=1e-12)
 
     # -- the chain
     x0 = torch.randn(64, 2)
@@ -82,7 +92,7 @@ def langevin_sample(t: Tester, step_fn, sample_fn):
     t.tensor(got, shape=(64, 2), what="langevin_sample(score_fn, x0, 7, 0.1, generator)")
     t.check(spy.calls == 7, "langevin_sample: score_fn is called once per step (7 steps, 7 calls)",
             f"got {spy.calls} calls",
-            hint="simulate(step, x0, list(range(steps + 1))) runs `steps` steps: one per consecutive pair")
+            hint="simulate(step, x0, list(range(steps + 1))) runs `steps` steps: one per consecutive pair", decisive=True)
     t.check(torch.equal(x0, x0_before), "x0 itself is left unchanged", hint="build new tensors (x = x + ...), "
             "do not update x0 in place (x += ...)")
     expected = ref.langevin_sample(_gaussian_score, x0, 7, 0.1, _gen(2))
@@ -93,6 +103,12 @@ def langevin_sample(t: Tester, step_fn, sample_fn):
                   ref.langevin_sample(_gaussian_score, x0, 8, 0.1, _gen(2))},
              hint="each step is langevin_step(x, score_fn(x), step_size, generator), with the score at the "
                   "*current* x", rtol=1e-5, atol=1e-6)
+    imgs = torch.randn(3, 1, 2, 2)
+    got = t.call(sample_fn, _gaussian_score, imgs, 4, 0.05, _gen(9))
+    t.tensor(got, shape=(3, 1, 2, 2), what="langevin_sample on images (3, 1, 2, 2)")
+    t.close(got, ref.langevin_sample(_gaussian_score, imgs, 4, 0.05, _gen(9)),
+            "images: matches minidiff.langevin.langevin_sample (4 steps, same generator)",
+            hint="nothing in the chain depends on the rank of x0", rtol=1e-5, atol=1e-6)
     res = t.call(sample_fn, _gaussian_score, x0, 5, 0.1, _gen(3), return_trajectory=True)
     ok = isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], torch.Tensor)
     t.check(ok, "langevin_sample(..., return_trajectory=True) returns (x, trajectory)",
@@ -132,11 +148,12 @@ def annealed_langevin_sample(t: Tester, fn):
     t.check(len(spy.sigmas) == 15, "score_model is called steps_each times per level (3 levels × 5 = 15 calls)",
             f"got {len(spy.sigmas)} calls",
             hint="for each level i, steps_each Langevin steps, each calling score_model once (no call when "
-                 "denoise=False)")
+                 "denoise=False)", decisive=True)
     t.check(spy.sigmas[:15] == [2.0] * 5 + [1.0] * 5 + [0.5] * 5,
             "the levels go from the largest σ to the smallest, σ_1 > … > σ_L",
             f"σ per call: {[round(s, 3) for s in spy.sigmas[:16]]}",
-            hint="step through the levels in the given (decreasing) order and give the model the current σ_i")
+            hint="step through the levels in the given (decreasing) order and give the model the current σ_i",
+            decisive=True)
     t.check(all(s == (n,) for s in spy.shapes), "score_model gets σ as a tensor of shape (B,), one per sample",
             f"got shapes {sorted(set(spy.shapes))[:3]}",
             hint="torch.full((x.shape[0],), float(sigmas[i])) or sigmas[i].expand(x.shape[0])")
@@ -177,6 +194,13 @@ def annealed_langevin_sample(t: Tester, fn):
               "Tweedie's step is x + σ_L² s(x, σ_L): σ_L squared, a variance": raw + 0.2 * _gaussian_score(raw, 0.2)},
              hint="use langevin_step(x, score, δ_i, generator) for every step and nothing else that draws random "
                   "numbers", rtol=1e-4, atol=1e-5)
+    imgs = torch.randn(3, 1, 2, 2)
+    got = t.call(fn, args[0], _gaussian_score, (3, 1, 2, 2), 3, 0.002, generator=_gen(6), x_init=imgs.clone())
+    t.tensor(got, shape=(3, 1, 2, 2), dtype=torch.float32, what="annealed_langevin_sample on images (3, 1, 2, 2)")
+    t.close(got, ref.annealed_langevin_sample(args[0], _gaussian_score, (3, 1, 2, 2), 3, 0.002, generator=_gen(6),
+                                              x_init=imgs.clone()),
+            "images: matches minidiff.langevin.annealed_langevin_sample (x_init given, denoise=True)",
+            hint="σ goes to the model as a (B,) tensor, B = x.shape[0]: nothing may assume 2-D points", rtol=1e-4, atol=1e-5)
     res = t.call(fn, *args, generator=_gen(4), return_trajectory=True)
     ok = isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], torch.Tensor)
     t.check(ok and tuple(res[1].shape) == (4, 50, 2),
@@ -219,6 +243,8 @@ def _pc(schedule, eps_model, shape, corrector_steps, snr, generator, mistake=Non
     B = shape[0]
 
     def norm(v):
+        if mistake == "dim1_norm":
+            return v.norm(dim=1).mean()
         return v.norm() / B**0.5 if mistake == "global_norm" else v.flatten(1).norm(dim=1).mean()
 
     def step(x, t, t_next):
@@ -248,6 +274,8 @@ PC_MISTAKES = {
                    "(not one norm of the whole batch)",
     "sigma_t": "the corrector works at level t − 1: its score is −ε_θ(x, t − 1)/√(1 − ᾱ_{t−1}), not /√(1 − ᾱ_t)",
     "model_t": "after the predictor x is at level t − 1: call the model with t − 1 in the corrector",
+    "dim1_norm": "the norms run over all of a sample's coordinates: v.flatten(1).norm(dim=1) (v.norm(dim=1) covers "
+                 "only dimension 1, which is all of them for 2-D points but not for images)",
 }
 
 
@@ -263,7 +291,7 @@ def pc_sample(t: Tester, fn):
             "the model is called at t (predictor), then corrector_steps times at t − 1 (corrector); no corrector "
             "after the last step", f"expected t = {expected_ts}, got {spy.ts[:20]}",
             hint="predictor: ddpm_step at t; then, if t − 1 ≥ 1, corrector_steps Langevin steps with the model "
-                 "at t − 1")
+                 "at t − 1", decisive=True)
 
     schedule = NoiseSchedule.make("linear", 20, beta_1=5e-3, beta_T=0.3)
     eps = _gaussian_eps(schedule)
@@ -276,7 +304,7 @@ def pc_sample(t: Tester, fn):
 
     for k in (1, 2):
         got = t.call(fn, schedule, eps, (64, 2), corrector_steps=k, snr=0.2, generator=_gen(2))
-        t.tensor(got, shape=(64, 2), what=f"pc_sample(..., corrector_steps={k})")
+        t.tensor(got, shape=(64, 2), dtype=torch.float32, what=f"pc_sample(..., corrector_steps={k})")
         expected = ref.pc_sample(schedule, eps, (64, 2), corrector_steps=k, snr=0.2, generator=_gen(2))
         wrong = {hint: _pc(schedule, eps, (64, 2), k, 0.2, _gen(2), mistake) for mistake, hint in PC_MISTAKES.items()}
         wrong["the corrector does nothing: after each predictor step, corrector_steps Langevin steps"] = \
@@ -285,3 +313,12 @@ def pc_sample(t: Tester, fn):
                  wrong, hint="in each corrector step draw z = randn(x.shape, generator, device) *after* the "
                              "predictor, then δ = 4 α_{t−1} (r ‖z‖/‖s‖)² and x + (δ/2)·s + √δ·z",
                  rtol=1e-4, atol=1e-5)
+
+    # images: the norms in the step size run over every coordinate of a sample
+    shape = (6, 1, 2, 3)
+    got = t.call(fn, schedule, eps, shape, corrector_steps=1, snr=0.2, generator=_gen(3))
+    t.tensor(got, shape=shape, dtype=torch.float32, what="pc_sample on images (6, 1, 2, 3)")
+    expected = ref.pc_sample(schedule, eps, shape, corrector_steps=1, snr=0.2, generator=_gen(3))
+    wrong = {hint: _pc(schedule, eps, shape, 1, 0.2, _gen(3), mistake) for mistake, hint in PC_MISTAKES.items()}
+    diagnose(t, got, expected, "images (6, 1, 2, 3): matches minidiff.langevin.pc_sample (same generator)", wrong,
+             hint="per-sample norms over every coordinate: v.flatten(1).norm(dim=1).mean()", rtol=1e-4, atol=1e-5)

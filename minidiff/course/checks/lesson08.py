@@ -14,6 +14,7 @@ the labels, batch sizes and timesteps it was given, so that a check can tell how
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ... import guidance as ref
 from ...ddim import ddim_timesteps
@@ -21,7 +22,8 @@ from ...losses import ddpm_loss
 from ...sampling import simulate
 from ...schedules import NoiseSchedule
 from ...utils import randn
-from .core import Tester, diagnose, exercise
+from . import core
+from .core import Tester, diagnose, exercise, grad_close
 
 
 class ToyConditional(torch.nn.Module):
@@ -56,10 +58,33 @@ class ToyConditional(torch.nn.Module):
         self.batch_sizes.append(B)
         self.labels.append(y.detach().clone())
         self.times.append(int(t.flatten()[0]))
+        self.inputs = (x.detach().clone(), t, y.detach().clone())
         return self.gain * (0.5 * x + self.emb[y] + t.float().reshape(-1, *([1] * (x.dim() - 1))) / 1000)
 
 
 # -- exercise 1: label dropout in the conditional loss ----------------------------------------
+
+
+def _same_draws(schedule, model: ToyConditional, x0: torch.Tensor):
+    """L_simple and ∂L/∂gain on the t, ε and dropped labels the learner drew, read back from the model's
+    last call (x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε); None if that call was not one (B,) batch."""
+    x_t, ts, y = getattr(model, "inputs", (None, None, None))
+    if x_t is None or x_t.shape != x0.shape or ts.shape != (x0.shape[0],) or ts.is_floating_point():
+        return None
+    ab = schedule.alphas_cumprod.double()[ts.clamp(0, schedule.T)].reshape(-1, *([1] * (x0.dim() - 1)))
+    eps = ((x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()).to(x0.dtype)
+    gain = model.gain.detach().clone().requires_grad_(True)
+    pred = gain * (0.5 * x_t + model.emb[y] + ts.float().reshape(-1, *([1] * (x0.dim() - 1))) / 1000)
+    loss = F.mse_loss(pred, eps)
+    return loss.detach(), torch.autograd.grad(loss, [gain]), eps
+
+
+def _folded_d(loss: torch.Tensor, x0: torch.Tensor, D_seen: int = 4) -> dict:
+    """What folding the dimension of the first data (D = 4) into a constant gives on data of another D."""
+    D = x0[0].numel()
+    hint = (f"you folded the data's dimension into a constant (D = {D_seen} for the 1×2×2 images): average over every "
+            f"coordinate, whatever x0's shape (F.mse_loss; here D = {D})")
+    return {hint: loss * D / D_seen, hint + " ": loss * D_seen / D} if D != D_seen else {}
 
 
 @exercise("08", "cfg_loss", points=3)
@@ -73,26 +98,33 @@ def cfg_loss(t: Tester, fn):
     y = torch.randint(0, K, (20_000,))
     y_before = y.clone()
     loss = t.call(fn, schedule, model, (x0, y), torch.Generator().manual_seed(0), p_uncond=0.2)
-    t.tensor(loss, shape=(), what="cfg_loss(schedule, model, (x0, y), generator, p_uncond=0.2)")
-    t.check(loss.requires_grad, "the loss can be backpropagated into the model",
-            hint="compute the loss from the model's output (no .item(), no torch.no_grad())")
+    t.tensor(loss, shape=(), dtype=torch.float32, what="cfg_loss(schedule, model, (x0, y), generator, p_uncond=0.2)")
+    t.check(loss.requires_grad, "the loss can be backpropagated into the model", hint=core.NO_GRAD_HINT)
     t.check(torch.equal(y, y_before), "the batch's labels are left unchanged (the dropout makes a new tensor)",
             hint="build the new labels with torch.where(...) instead of writing into y (y[mask] = ... edits the batch)")
     t.check(model.calls == 1, "the model is called once, on the whole batch", f"got {model.calls} calls",
-            hint="one call model(x_t, t, y') with the dropped labels y'")
+            hint="one call model(x_t, t, y') with the dropped labels y'", decisive=True)
     if model.calls < 1:
         return
     seen = model.labels[-1]
     y = y_before
+    same = _same_draws(schedule, model, x0)
+    if same is not None:
+        eps = same[2].double()
+        t.check(abs(eps.mean().item()) < 0.02 and abs(eps.std().item() - 1) < 0.02,
+                "the model sees x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ε ~ N(0, I), t in 1..T",
+                f"(x_t − √ᾱ_t x_0)/√(1 − ᾱ_t) has mean {eps.mean().item():.3f} and std {eps.std().item():.3f}",
+                hint="as in ddpm_loss: t = sample_timesteps(...), ε = randn(x0.shape, generator, x0.device) (normal, "
+                     "not rand), x_t = add_noise(schedule, x0, ε, t), and the model gets x_t", decisive=True)
     dropped = seen != y
     null_ok = t.check(bool((seen[dropped] == K).all()), "a dropped label becomes the null class ∅ = num_classes = 10",
             f"dropped labels became {sorted(set(seen[dropped].tolist()))[:5]}",
             hint="∅ is one index past the last class (10 for MNIST), not 0 or −1: the embedding table has "
-                 "num_classes + 1 rows")
+                 "num_classes + 1 rows", decisive=True)
     rate = (seen == K).float().mean().item() if null_ok else dropped.float().mean().item() * K / (K - 1)
     t.check(abs(rate - 0.2) < 0.015, "about 20% of the labels are dropped when p_uncond = 0.2", f"dropped {rate:.1%}",
             hint="drop where torch.rand(...) < p_uncond (with > you drop 1 − p_uncond of them)" if abs(rate - 0.8) < 0.02
-            else "draw one uniform number per label and compare it with p_uncond")
+            else "draw one uniform number per label and compare it with p_uncond", decisive=True)
     t.check(0 < int(dropped[:100].sum()) < 100, "labels are dropped one by one, not the whole batch at once",
             hint="draw a random number for every label (shape y.shape), not one for the batch")
 
@@ -109,6 +141,36 @@ def cfg_loss(t: Tester, fn):
     yy, seen = labels_with(0.5, ToyConditional(3, shape=(1, 2, 2)), n=1000, classes=3)
     t.check(seen is not None and set(seen.unique().tolist()) <= {0, 1, 2, 3} and bool((seen == 3).any()),
             "with a 3-class model the null class is 3", hint="use model.num_classes, do not hard-code 10")
+
+    # the default p_uncond is 0.2 (the signature's)
+    model.reset()
+    t.call(fn, schedule, model, (x0, y), torch.Generator().manual_seed(2))
+    rate = (model.labels[-1] == K).float().mean().item() if model.labels else -1.0
+    t.check(abs(rate - 0.2) < 0.015, "without p_uncond, about 20% of the labels are dropped (the default p_uncond=0.2)",
+            f"dropped {rate:.1%}", hint="keep the signature: def cfg_loss(schedule, model, batch, generator=None, p_uncond=0.2)")
+
+    # the gradient, and 2-D points: L_simple on the draws the learner made
+    for shape in ((1, 2, 2), (3,)):
+        m = ToyConditional(K, shape=shape)
+        xb = torch.randn(256, *shape)
+        got = t.call(fn, schedule, m, (xb, torch.randint(0, K, (256,))), torch.Generator().manual_seed(3), p_uncond=0.3)
+        t.tensor(got, shape=(), dtype=torch.float32, what=f"cfg_loss on x0 of shape (256, {', '.join(map(str, shape))})")
+        same = _same_draws(schedule, m, xb)
+        if same is None:
+            x_t = getattr(m, "inputs", (None,))[0]
+            wrong_shape = x_t is not None and x_t.shape != xb.shape
+            t.check(False, f"x0 of shape (256, {', '.join(map(str, shape))}): the model gets x_t shaped like x0",
+                    f"got x_t of shape {tuple(x_t.shape)}" if wrong_shape else "",
+                    hint=core.BROADCAST_HINT if wrong_shape else "one call model(x_t, t, y') with x_t shaped like x0",
+                    decisive=True)
+            continue
+        if len(shape) == 1:
+            diagnose(t, got, same[0], "2-D points (256, 3): the loss is L_simple on the t, ε and labels you drew",
+                     _folded_d(same[0], xb), hint="x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ᾱ_t reshaped to (B, 1, …) "
+                                                  "(add_noise does it); loss = F.mse_loss(model(x_t, t, y'), ε)",
+                     rtol=1e-4, atol=1e-6)
+        grad_close(t, got, [m.gain], same[1], f"x0 of shape (256, {', '.join(map(str, shape))}): ∂loss/∂gain by autograd "
+                   "equals L_simple's on the same draws", rtol=1e-4, atol=1e-6)
 
     # the value, against minidiff with the same generator
     model = ToyConditional(K, shape=(1, 2, 2))
@@ -177,10 +239,19 @@ def guided_eps(t: Tester, fn):
                  "output is ε(y)", rtol=1e-4, atol=1e-5)
     w = torch.tensor([0.0, 1.0, 4.0])
     out = t.call(fn, model, x2, t2, y2, w)
-    t.tensor(out, shape=x2.shape, what="guided_eps with w a tensor of shape (3,)")
+    t.tensor(out, shape=x2.shape, dtype=torch.float32, what="guided_eps with w a tensor of shape (3,)")
     t.close(out, ref.combine(e2y, e2n, w), "w may be a tensor (B,): one scale per image",
             hint="reshape w to (B, 1, 1, 1) so that it broadcasts over each image: "
                  "w.reshape(-1, *([1] * (x_t.dim() - 1)))", rtol=1e-4, atol=1e-5)
+    # 2-D points: a tensor w must broadcast over any rank
+    points = ToyConditional(shape=(2,))
+    xp = torch.randn(3, 2)
+    t.crash_hints["shape"] = core.BROADCAST_HINT
+    out = t.call(fn, points, xp, t2, y2, w)
+    t.tensor(out, shape=(3, 2), dtype=torch.float32, what="guided_eps on 2-D points (3, 2) with w of shape (3,)")
+    t.close(out, ref.combine(points(xp, t2, y2).detach(), points(xp, t2, None).detach(), w),
+            "2-D points: each point guided with its own w", hint="w.reshape(-1, *([1] * (x_t.dim() - 1))) fits any rank; "
+            "w[:, None, None, None] fits images only", rtol=1e-4, atol=1e-5)
 
 
 # -- exercise 3: guided DDIM sampling -------------------------------------------------------------
@@ -233,11 +304,11 @@ def guided_sample(t: Tester, fn):
     t.check(times == expected_times, "the model is asked about t = ddim_timesteps(T, steps) = "
             f"{expected_times}, in that order", f"got t = {times[:12]}",
             hint="jump through ts = ddim_timesteps(schedule.T, steps) + [0]: simulate(step, x_T, ts) calls "
-                 "step(x, t, t_prev) for each consecutive pair")
-    for clip in (None, 1.0):
+                 "step(x, t, t_prev) for each consecutive pair", decisive=True)
+    for clip in (None, 1.0, 0.5):
         got = out if clip is None else t.call(fn, schedule, model, y, 3.0, (1, 4, 4), steps=5,
                                               generator=torch.Generator().manual_seed(0), clip_denoised=clip)
-        t.tensor(got, shape=(6, 1, 4, 4), what=f"guided_sample(..., clip_denoised={clip})")
+        t.tensor(got, shape=(6, 1, 4, 4), dtype=torch.float32, what=f"guided_sample(..., clip_denoised={clip})")
         expected = ref.guided_sample(schedule, model, y, 3.0, (1, 4, 4), steps=5,
                                      generator=torch.Generator().manual_seed(0), clip_denoised=clip)
         wrong = {hint: _ddim(schedule, model, y, 3.0, (1, 4, 4), 5, torch.Generator().manual_seed(0), clip, mistake)
@@ -245,11 +316,21 @@ def guided_sample(t: Tester, fn):
         wrong["that is the conditional model: use the guided ε̃ = guided_eps(model, x_t, t, y, w)"] = \
             ref.guided_sample(schedule, model, y, 1.0, (1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0),
                               clip_denoised=clip)
+        if clip == 0.5:
+            wrong["you clip to [−1, 1] whatever clip_denoised is: clamp(−clip_denoised, clip_denoised)"] = \
+                _ddim(schedule, model, y, 3.0, (1, 4, 4), 5, torch.Generator().manual_seed(0), 1.0)
         diagnose(t, got, expected,
                  f"matches minidiff.guidance.guided_sample (w = 3, 5 steps, clip_denoised={clip}, same generator)",
                  wrong, hint="x_T = randn((len(y), *shape), generator, device); each jump: ε̃, then x̂_0 (DDIM eq. 9), "
                              "then x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̃ (DDIM eq. 12 with η = 0)",
                  rtol=1e-4, atol=1e-5)
+    points = ToyConditional(shape=(2,))
+    got = t.call(fn, schedule, points, y, 3.0, (2,), steps=5, generator=torch.Generator().manual_seed(1), clip_denoised=1.0)
+    t.tensor(got, shape=(6, 2), dtype=torch.float32, what="guided_sample(..., shape=(2,)): 2-D points")
+    t.close(got, ref.guided_sample(schedule, points, y, 3.0, (2,), steps=5, generator=torch.Generator().manual_seed(1),
+                                   clip_denoised=1.0),
+            "2-D points: matches minidiff.guidance.guided_sample (shape (2,), same generator)",
+            hint="x_T = randn((len(y), *shape), ...): nothing in the sampler may assume images", rtol=1e-4, atol=1e-5)
     again = t.call(fn, schedule, model, y, 3.0, (1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0),
                    clip_denoised=None)
     t.check(isinstance(again, torch.Tensor) and torch.equal(again.cpu(), out.cpu()),
