@@ -1,7 +1,8 @@
-"""Toy 2D benchmark: DDPM (lesson 04) at the notebook's CPU budget and at a larger one.
+"""Toy 2D benchmark: DDPM (lesson 04) at the notebook's CPU budget and at larger ones.
 
     python benchmarks/toy2d.py                  # every budget, all datasets; writes benchmarks/toy2d.md
-                                                # (CPU time: cpu ~5 min, large ~10 min, large-T1000 ~3 min)
+                                                # (CPU time: cpu ~5 min, large ~10 min, large-T1000 ~3 min,
+                                                #  cpu-fourier and large-fourier: checkerboard only, ~1 and ~3 min)
     python benchmarks/toy2d.py --budget cpu     # one budget (results merge into the same table)
     python benchmarks/toy2d.py --datasets gmm8 --budget large
     python benchmarks/toy2d.py --table-only     # rewrite the table from toy2d_results.json
@@ -18,13 +19,17 @@ then for each sampler draw samples and report
     checkerboard). A property of the model, not of the sampler. For gmm8 the same bound for the
     exact ε* (known in closed form) is listed too: the best this T and σ_t² allow.
   * training and sampling times (seconds, wall clock, one thread).
-Samplers: DDPM ancestral (Algorithm 2), annealed Langevin and predictor–corrector from
-`minidiff.langevin` (lesson 07) when that module exists, otherwise marked "not yet".
+Samplers: DDPM ancestral (Algorithm 2, σ_t² = β_t), annealed Langevin and predictor–corrector from
+`minidiff.langevin` (lesson 07) when that module exists, otherwise marked "not yet", and DDPM ancestral
+with the other reverse variance, σ_t² = β̃_t (listed last, so that the others draw the same numbers as before).
 
-The `cpu` budget is the training recipe of solutions/04_ddpm_2d.ipynb (steps, batch, learning rate; the
-notebook trains its checkerboard model this way, its gmm8 model with the learner's own loop, which keeps
-no EMA). Results of each budget are cached in benchmarks/toy2d_results.json, so one budget can be re-run
-on its own.
+The `cpu` budget is the training recipe of solutions/04_ddpm_2d.ipynb for gmm8 (steps, batch, learning rate;
+the notebook trains it with the learner's own loop, which keeps no EMA). The `-fourier` budgets add random
+Fourier features of x to the `EpsMLP` (`fourier_features`, Tancik et al. 2020): `cpu-fourier` is the notebook's
+quick checkerboard model, `large-fourier` the recipe of the shipped checkpoint data/checkpoints/toy_checkerboard
+(`python -m minidiff.scripts.train_toy` draws the same random numbers in the same order, so with the same seed
+it trains the same weights). Results of each budget are cached in benchmarks/toy2d_results.json, so one budget
+can be re-run on its own.
 """
 
 from __future__ import annotations
@@ -63,8 +68,21 @@ BUDGETS = {
     # gmm8 only by default (5× the sampling cost); fewer samples (8 chunks of 500).
     "large-T1000": dict(T=1000, hidden=128, depth=3, steps=12_000, batch_size=256, lr=2e-3, ema_decay=0.995,
                         n_samples=4_000, n_elbo=2_000),
+    # With random Fourier features of x (EpsMLP(fourier_features=FF, fourier_scale=1)): the notebook's quick
+    # checkerboard model, and the shipped one (data/checkpoints/toy_checkerboard, trained by
+    # `python -m minidiff.scripts.train_toy` with this recipe and seed: the same weights).
+    "cpu-fourier": dict(T=200, hidden=128, depth=3, fourier_features=256, fourier_scale=1.0, steps=3_000,
+                        batch_size=256, lr=2e-3, ema_decay=0.995),
+    "large-fourier": dict(T=200, hidden=128, depth=3, fourier_features=256, fourier_scale=1.0, steps=24_000,
+                          batch_size=256, lr=2e-3, ema_decay=0.995),
 }
-DEFAULT_DATASETS = {"large-T1000": ["gmm8"]}
+BUDGET_NOTES = {
+    "cpu": "the notebook's gmm8 model",
+    "cpu-fourier": "the notebook's quick checkerboard model",
+    "large-fourier": "the shipped checkpoint data/checkpoints/toy_checkerboard "
+                     "(`python -m minidiff.scripts.train_toy`, the same recipe and seed)",
+}
+DEFAULT_DATASETS = {"large-T1000": ["gmm8"], "cpu-fourier": ["checkerboard"], "large-fourier": ["checkerboard"]}
 N_TRAIN = 20_000
 N_SAMPLES = 8_000  # 16 chunks of 500 for distance / floor
 N_ELBO = 4_000
@@ -95,6 +113,7 @@ def samplers():
     out["annealed Langevin"] = (lambda m, s, n, g: ald(s, m, (n, 2), generator=g, steps_each=ALD_STEPS,
                                                        step_lr=ALD_LR_OVER_BETA1 * s.betas[1].item())) if ald else None
     out["predictor–corrector"] = (lambda m, s, n, g: pc(s, m, (n, 2), generator=g, **PC)) if pc else None
+    out["DDPM ancestral, σ_t² = β̃_t"] = lambda m, s, n, g: ddpm_sample(s, m, (n, 2), generator=g, sigma2="beta_tilde")
     return out
 
 
@@ -102,6 +121,38 @@ def exact_eps(schedule, mixture):
     def eps(x_t, t):
         abar = schedule.alphas_cumprod[t]
         return -(1 - abar).sqrt().to(x_t)[:, None] * mixture.noised_score(x_t, abar)
+
+    return eps
+
+
+def log_phi_diff(hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """log(Φ(hi) − Φ(lo)) for hi > lo, computed on the side of 0 where both tails stay representable."""
+    flip = (hi + lo) > 0  # Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)
+    a, b = torch.where(flip, -lo, hi), torch.where(flip, -hi, lo)
+    la, lb = torch.special.log_ndtr(a), torch.special.log_ndtr(b)
+    return la + torch.log1p(-torch.exp(lb - la))
+
+
+def checkerboard_exact_eps(schedule, board=None):
+    """ε* = −√(1 − ᾱ_t) ∇ log q_t(x_t) for the checkerboard, in closed form (float64, gradient by autograd).
+
+    x_0 uniform on a square [a, a + s]² gives each coordinate of x_t = √ᾱ x_0 + √(1 − ᾱ) ε the density
+    (Φ((x − √ᾱ a)/σ) − Φ((x − √ᾱ (a + s))/σ)) / (√ᾱ s), σ = √(1 − ᾱ); q_t is the mean of the product of the two
+    over the black squares. Sampling with it shows the sampler's own share of the white-square samples.
+    """
+    board = board or toy.density("checkerboard")
+    lower = (board.black_cells.double() * board.side - board.half_width)[None]  # (1, M, 2) lower-left corners
+
+    def eps(x_t, t):
+        abar = schedule.alphas_cumprod[t].double()[:, None, None]
+        c, sigma = abar.sqrt(), (1 - abar).sqrt()
+        with torch.enable_grad():
+            x = x_t.detach().double().requires_grad_(True)
+            xx = x[:, None, :]
+            log_1d = log_phi_diff((xx - c * lower) / sigma, (xx - c * (lower + board.side)) / sigma) - torch.log(c * board.side)
+            log_q = torch.logsumexp(log_1d.sum(-1), dim=1) - math.log(lower.shape[1])
+            (score,) = torch.autograd.grad(log_q.sum(), x)
+        return (-sigma[:, :, 0] * score).to(x_t.dtype)
 
     return eps
 
@@ -114,17 +165,25 @@ def density_check(name: str, x: torch.Tensor, H: float | None):
     return None
 
 
-def run_one(name: str, budget: str, seed: int = 0) -> dict:
-    cfg = BUDGETS[budget]
+def train_model(name: str, cfg: dict, seed: int = 0):
+    """Train one dataset's model with the budget `cfg`: returns (TrainResult, schedule, generator, CPU seconds).
+    The random numbers come in the order of `python -m minidiff.scripts.train_toy` (same recipe, same weights)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     schedule = linear_schedule(cfg["T"])
-    model = EpsMLP(dim=2, hidden=cfg["hidden"], depth=cfg["depth"], t_scale=1000 / cfg["T"])
+    model = EpsMLP(dim=2, hidden=cfg["hidden"], depth=cfg["depth"], t_scale=1000 / cfg["T"],
+                   fourier_features=cfg.get("fourier_features", 0), fourier_scale=cfg.get("fourier_scale", 1.0),
+                   fourier_seed=seed)
     data = toy.sample(name, N_TRAIN, gen)
     cpu0 = time.process_time()
     run = train(model, partial(ddpm_loss, schedule), data, cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                 ema_decay=cfg["ema_decay"], generator=gen, show_progress=False)
-    train_cpu = time.process_time() - cpu0
+    return run, schedule, gen, time.process_time() - cpu0
+
+
+def run_one(name: str, budget: str, seed: int = 0) -> dict:
+    cfg = BUDGETS[budget]
+    run, schedule, gen, train_cpu = train_model(name, cfg, seed)
     eps_model = run.sampling_model
     data_fn = lambda n, g: toy.sample(name, n, g)  # noqa: E731
     row = {"dataset": name, "budget": budget, "config": cfg, "train_s": run.seconds, "train_cpu_s": train_cpu,
@@ -173,6 +232,14 @@ def run_one(name: str, budget: str, seed: int = 0) -> dict:
             "sample_s": secs,
             "sample_cpu_s": cpu,
         }
+    if name == "checkerboard":
+        # the same samplers with the exact ε*: what is left at this T is the network's doing
+        ex = checkerboard_exact_eps(schedule)
+        n = cfg.get("n_samples", N_SAMPLES)
+        row["exact_eps_on_black"] = {
+            sname: density_check(name, ddpm_sample(schedule, ex, (n, 2), generator=torch.Generator().manual_seed(seed + 2),
+                                                   sigma2=sigma2), None)
+            for sname, sigma2 in (("DDPM ancestral", "beta"), ("DDPM ancestral, σ_t² = β̃_t", "beta_tilde"))}
     print(f"{name:>12} [{budget}] trained in {train_cpu:.0f} s CPU ({run.seconds:.0f} s wall); "
           + "; ".join(f"{k}: {v['ratio']:.2f}×floor" for k, v in row["samplers"].items() if v), flush=True)
     return row
@@ -187,11 +254,14 @@ def write_table(results: dict) -> None:
         "# Toy 2D benchmark (lesson 04)",
         "",
         "Written by `python benchmarks/toy2d.py` (do not edit by hand). Model: `EpsMLP` (hidden 128, depth 3, ~104k",
-        "parameters), T = 200, DDPM's linear schedule rescaled (β_1 = 5e-4, β_T = 0.1; budget `large-T1000`: T = 1000,",
-        "β_1 = 1e-4, β_T = 0.02, gmm8 only), `train` on `ddpm_loss` with AdamW (lr 2e-3,",
-        f"cosine decay), batch 256, EMA 0.995, {N_TRAIN:,} training points. Budgets: "
-        + ", ".join(f"`{b}` = {c['steps']:,} steps" for b, c in BUDGETS.items())
-        + " (`cpu` is the notebook's recipe).",
+        "parameters; the `-fourier` budgets add random Fourier features of x, `EpsMLP(fourier_features=m, fourier_scale=1)`:",
+        "[x, sin 2πxB, cos 2πxB] with B ∈ R^{2×m} drawn once from N(0, 1)), T = 200, DDPM's linear schedule rescaled",
+        "(β_1 = 5e-4, β_T = 0.1; budget `large-T1000`: T = 1000, β_1 = 1e-4, β_T = 0.02, gmm8 only), `train` on `ddpm_loss`",
+        f"with AdamW (lr 2e-3, cosine decay), batch 256, EMA 0.995, {N_TRAIN:,} training points. Budgets:",
+        "",
+        *(f"* `{b}`: {c['steps']:,} steps" + (f", {c['fourier_features']} Fourier features" if c.get("fourier_features") else "")
+          + (f", T = {c['T']}" if c["T"] != 200 else "") + (f"; {BUDGET_NOTES[b]}" if b in BUDGET_NOTES else "")
+          for b, c in BUDGETS.items()),
         "",
         f"* **distance / floor**: energy distance between {N_SAMPLES:,} samples (4,000 for large-T1000) and fresh data, "
         f"in chunks of n = {CHUNK},",
@@ -250,9 +320,10 @@ def write_table(results: dict) -> None:
         "with σ_t² = β_t), not to the network. No network can go below it at that T.",
         "",
     ]
+    checker = [(b, results[f"checkerboard/{b}"]) for b in BUDGETS if f"checkerboard/{b}" in results]
     for b in BUDGETS:
         r = results.get(f"gmm8/{b}")
-        if b == "cpu" or r is None or "elbo_gap" not in r:
+        if b.startswith("cpu") or r is None or "elbo_gap" not in r:
             continue
         ratio = r["samplers"]["DDPM ancestral"]["ratio"]
         gap, se = r["elbo_gap"], r["elbo_gap_se"]
@@ -275,6 +346,23 @@ def write_table(results: dict) -> None:
         "2 β_1, 5 steps per level) on the exact ε* at T = 200 and transfers poorly to T = 1000.",
         "",
     ]
+    if checker:
+        lines += ["Checkerboard: at least 95 % of the samples on black squares with the shipped recipe (`large-fourier`).",
+                  "\"exact ε*\": the same sampler with the closed-form ε* of the noised checkerboard (`checkerboard_exact_eps`),",
+                  "the sampler's own share of the white-square samples at this T.", ""]
+        for b, r in checker:
+            parts = []
+            for sname in ("DDPM ancestral", "DDPM ancestral, σ_t² = β̃_t"):
+                s_row = r["samplers"].get(sname)
+                if not s_row:
+                    continue
+                dc = s_row["density_check"]
+                part = f"{sname}: {dc:.1%} on black ({'met' if dc >= 0.95 else 'not met'})"
+                if sname in r.get("exact_eps_on_black", {}):
+                    part += f", exact ε* {r['exact_eps_on_black'][sname]:.1%}"
+                parts.append(part)
+            lines.append(f"* `{b}`: " + "; ".join(parts) + ".")
+        lines.append("")
     TABLE.write_text("\n".join(lines))
 
 
@@ -282,7 +370,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", choices=[*BUDGETS, "all"], default="all")
     ap.add_argument("--datasets", nargs="+", default=None, choices=list(toy.DATASETS),
-                    help="default: all four (gmm8 only for large-T1000)")
+                    help="default: all four (gmm8 only for large-T1000, checkerboard only for the -fourier budgets)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true", help="rewrite toy2d.md from toy2d_results.json")
     args = ap.parse_args(argv)

@@ -149,14 +149,15 @@ def load_checkpoint(path, build, device="cpu") -> torch.nn.Module:
 def load_eps_model(path, build, device="cpu"):
     """A shipped diffusion model as an ε-model, with the noise schedule it was trained on.
 
-    Returns (eps_model, schedule): the schedule is the card's ("schedule": {"name", "T"}), and a
+    Returns (eps_model, schedule): the schedule is the card's ("schedule": {"name", "T", and any
+    keyword of that schedule's β function such as "beta_1", "beta_T"}), and a
     network trained to predict v (card "prediction": "v", see minidiff.vpred) comes wrapped in
     `EpsFromV`, so that every ε-sampler (ddpm_sample, ddim_sample, guided_sample) uses it unchanged.
     """
     net = load_checkpoint(path, build, device)
     card = read_card(path)
-    spec = card.get("schedule", {"name": "linear", "T": 1000})
-    schedule = NoiseSchedule.make(spec["name"], spec["T"])
+    spec = dict(card.get("schedule", {"name": "linear", "T": 1000}))
+    schedule = NoiseSchedule.make(spec.pop("name"), spec.pop("T"), **spec)
     prediction = card.get("prediction", "eps")
     if prediction == "eps":
         return net, schedule
