@@ -155,8 +155,9 @@ def targets(r: dict) -> list[str]:
     out = []
     card = read_card(r["config"]["checkpoint"])
     tr, budget = card.get("training", {}), card.get("budget", {})
-    out.append(f"The checkpoint: {card.get('parameters', 0):,} parameters, {card.get('prediction', 'eps')}-prediction, {tr.get('steps')} steps of batch "
-               f"{tr.get('batch_size')} ({tr.get('images_seen', 0):,} images), p_uncond = {tr.get('p_uncond')}, "
+    out.append(f"The checkpoint: {card.get('parameters', 0):,} parameters, {card.get('prediction', 'eps')}-prediction, "
+               f"{tr.get('steps')} steps of batch {tr.get('batch_size')} ({tr.get('images_seen', 0):,} images), "
+               f"p_uncond = {tr.get('p_uncond')}, "
                f"trained in {budget.get('seconds_last_run', 0) / 60:.0f} min on {card.get('hardware')} by "
                f"`{card.get('command')}`.")
     out.append("")
