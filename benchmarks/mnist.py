@@ -126,6 +126,8 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=10_000, help="generated samples per FID")
     p.add_argument("--ddim-steps", type=int, nargs="+", default=[10, 20, 50, 100])
+    p.add_argument("--ddim-eta", type=float, nargs="+", default=[0.0],
+                   help="DDIM's η for every step count (0: deterministic; 1: fresh noise each step, see benchmarks/samplers.md)")
     p.add_argument("--ddpm-n", type=int, default=10_000, help="samples for the 1000-step DDPM FID (0: skip)")
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--threads", type=int, default=None)
@@ -151,16 +153,18 @@ def main(argv=None):
     print(f"classifier accuracy {acc:.4f}; floors {floors}", flush=True)
 
     rows, ddim_sets = [], {}
-    for k in args.ddim_steps:
-        t0 = time.perf_counter()
-        xs = sample_in_batches(lambda b, g: ddim_sample(s, model, (b, 1, 28, 28), steps=k, device=device,
-                                                        generator=g, clip_denoised=1.0), args.n, args.batch, seed=0)
-        secs = time.perf_counter() - t0
-        d = fid.classifier_fid(clf, xs, ref)
-        h = class_histogram(predict(clf, xs))
-        rows.append((f"DDIM η=0, {k} steps", args.n, d, floors[args.n], h, secs))
-        ddim_sets[k] = xs
-        print(rows[-1][:4], hist_stats(h), f"{secs:.0f} s", flush=True)
+    for eta in args.ddim_eta:
+        for k in args.ddim_steps:
+            t0 = time.perf_counter()
+            xs = sample_in_batches(lambda b, g: ddim_sample(s, model, (b, 1, 28, 28), steps=k, eta=eta, device=device,
+                                                            generator=g, clip_denoised=1.0), args.n, args.batch, seed=0)
+            secs = time.perf_counter() - t0
+            d = fid.classifier_fid(clf, xs, ref)
+            h = class_histogram(predict(clf, xs))
+            rows.append((f"DDIM η={eta:g}, {k} steps", args.n, d, floors[args.n], h, secs))
+            if eta == 0:
+                ddim_sets[k] = xs
+            print(rows[-1][:4], hist_stats(h), f"{secs:.0f} s", flush=True)
     if args.ddpm_n:
         t0 = time.perf_counter()
         xs = sample_in_batches(lambda b, g: ddpm_sample(s, model, (b, 1, 28, 28), device=device, generator=g,
