@@ -12,7 +12,7 @@ The recipe is the one of `python -m minidiff.scripts.train_unet` (cosine schedul
 `minidiff.vpred.v_loss`, AdamW with linear warm-up then cosine decay, EMA with warm-up), at the gpu
 tier's size (UNet(1, (32, 64, 128), 1, attention), as lesson 05 trains it on a GPU), with what a GPU
 is for: a larger batch, the whole train set on the device, bf16 autocast and torch.compile
-(`minidiff.training.train`'s defaults on CUDA; --no-amp, --no-compile turn them off).
+(`minidiff.training.train`'s `amp` and `compile`; --no-amp, --no-compile turn them off).
 
 Every --eval-every steps training pauses and the EMA weights sample --eval-n digits (DDIM, η = 0,
 --sample-steps steps, x̂_0 clipped to [−1, 1]); their classifier FID against the 10 000 MNIST test

@@ -12,8 +12,10 @@ generator, step, losses), and the learning rate is a function of the step alone,
 resumed run picks up exactly where it stopped: N steps straight and N/2 + resume + N/2 give
 identical weights (tests/test_training.py checks this).
 
-On a GPU: bf16 autocast and torch.compile (both off by default on the CPU, where they do not
-pay); channels-last memory layout for images.
+On a GPU: bf16 autocast (off by default on the CPU, where it does not pay). torch.compile is
+off unless asked for (`compile=True`): on an H200 its first steps cost 53 s for lesson 05's U-Net at
+the gpu tier's size (benchmarks/gpu.md), more than a lesson's whole training run, and it pays only in long runs.
+Channels-last memory layout for images.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def train(
     stop_after: int | None = None,
     max_seconds: float | None = None,
     amp: bool | None = None,
-    compile: bool | None = None,
+    compile: bool = False,
     channels_last: bool = False,
     show_progress: bool = True,
     desc: str = "training",
@@ -139,14 +141,14 @@ def train(
     state_path:   where to save the resumable state (every `save_every` steps and at the end);
                   `resume=True` continues from it if it exists.
     stop_after:   stop (and save) after this many steps in total; max_seconds: after this long.
-    amp, compile: bf16 autocast / torch.compile; default on for CUDA, off otherwise.
+    amp:          bf16 autocast; default on for CUDA, off otherwise.
+    compile:      torch.compile the model (for long runs: compiling costs about a minute).
     channels_last: NHWC memory layout for 4-D image batches.
     """
     check_positive_int("steps", steps)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cuda = device.type == "cuda"
     amp = cuda if amp is None else amp
-    compile = cuda if compile is None else compile
     fmt = torch.channels_last if channels_last else None
     model = model.to(device, memory_format=fmt) if fmt is not None else model.to(device)
     if generator is None:
