@@ -161,10 +161,19 @@ def section(quick: bool = False) -> tuple[str, dict]:
     lrn = learned_schedule(20 if quick else 4000, 1000 if quick else 40_000, 0)
     mn = mnist(4 if quick else 256, 2 if quick else 32, 2 if quick else 16, 4 if quick else 50, 0)
     results = {"convergence": {"T": Ts, **conv}, "invariance": inv, "learned_schedule": lrn, "mnist": mn,
-               "seconds": time.perf_counter() - start, "quick": quick}
+               "seconds": time.perf_counter() - start, "quick": quick, "n_invariance": n_inv, "machine": platform.machine(),
+               "torch": torch.__version__}
+    results = json.loads(json.dumps(results))  # the same keys (strings) whether fresh or read back from the JSON
+    return markdown(results), results
 
+
+def markdown(results: dict) -> str:
+    """The `## VDM` section, from the results of `section` (fresh, or read back from objectives_vdm.json)."""
+    conv, inv, lrn, mn, quick = (results[k] for k in ("convergence", "invariance", "learned_schedule", "mnist", "quick"))
+    Ts = conv["T"]
+    n_inv = results.get("n_invariance", 5_000 if quick else 400_000)
     L = ["## VDM", "",
-         f"`{COMMAND}{' --quick' if quick else ''}` ({platform.machine()}, 1 CPU thread, torch {torch.__version__}; "
+         f"`{COMMAND}{' --quick' if quick else ''}` ({results.get('machine', 'x86_64')}, 1 CPU thread, torch {results.get('torch', '')}; "
          f"{results['seconds']:.0f} s). Lesson 11, `minidiff.vdm`: Kingma et al. (2021), *Variational Diffusion Models*. "
          "γ(t) = −log SNR(t), t ∈ [0, 1]; end points γ(0) = −13.3, γ(1) = 5 unless stated.", "",
          "### 1. Gaussian data, optimal model: the discrete loss L_T converges to L_∞",
@@ -223,7 +232,7 @@ def section(quick: bool = False) -> tuple[str, dict]:
           "samples (v-loss, uniform t, fixed cosine schedule, 26 epochs, 0.5 M weights, one CPU thread), not for the bound. "
           "VDM trains on L_∞ itself down to γ_0 ≈ −13, learns the schedule, adds Fourier features of z so that the "
           "network resolves the 8-bit levels at high SNR, and trains a far larger network for far longer on accelerators.", ""]
-    return "\n".join(L), results
+    return "\n".join(L)
 
 
 def main(argv=None):

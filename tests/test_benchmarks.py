@@ -19,3 +19,15 @@ def test_benchmark_imports(path):
 
 def test_there_are_benchmarks():
     assert {p.stem for p in BENCHMARKS} >= {"mnist", "guidance", "toy2d", "recipes"}
+
+
+def test_objectives_page_renders_both_parts_from_their_json(tmp_path):
+    """benchmarks/objectives.py --from-json rebuilds the page of lessons 11-12 from the committed results."""
+    spec = importlib.util.spec_from_file_location("bench_objectives_page", BENCHMARKS[0].parent / "objectives.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "objectives.md"
+    assert module.main(["--from-json", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "## VDM" in page and "## Flow matching" in page
+    assert "| flow matching |" in page and "L_T − L_∞, γ linear" in page

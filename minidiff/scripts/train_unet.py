@@ -7,7 +7,9 @@ The loop is the library's one training loop (`minidiff.training.train`). The def
 the winner of benchmarks/recipes.md: a cosine schedule, v-prediction (`minidiff.vpred.v_loss`)
 and an EMA with warm-up; `--prediction eps --schedule linear --no-ema-warmup` is DDPM's
 L_simple (`minidiff.losses.ddpm_loss`). With --num-classes the loss is `minidiff.guidance.cfg_loss`
-(label dropout) around the same base loss. The whole
+(label dropout) around the same base loss. `--objective flow` trains lesson 12's flow-matching
+U-Net instead (`minidiff.flow.flow_loss`: the network predicts the velocity ε − x_0 at 1000·t,
+through `minidiff.flow.TimeScaled`; the card says "objective": "flow"). The whole
 data set lives on the device, batches are random rows drawn with a seeded generator, the
 learning rate warms up linearly then decays with a cosine, and the resumable state is saved
 every --save-every steps, so `--resume` continues a stopped run exactly.
@@ -24,6 +26,7 @@ import torch
 
 from ..checkpoints import save_checkpoint
 from ..data.mnist import mnist_images
+from ..flow import TimeScaled, flow_loss
 from ..guidance import cfg_loss
 from ..losses import ddpm_loss
 from ..paths import find_dir
@@ -68,6 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--p-uncond", type=float, default=0.0, help="label dropout probability (with --num-classes)")
     p.add_argument("--schedule", default="cosine")
     p.add_argument("--prediction", choices=["eps", "v"], default="v", help="what the network predicts (minidiff.vpred)")
+    p.add_argument("--objective", choices=["diffusion", "flow"], default="diffusion",
+                   help="flow: lesson 12's flow matching (minidiff.flow.flow_loss; the net predicts the velocity ε − x_0 at 1000·t)")
     p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR-γ loss weights (v-prediction only)")
     p.add_argument("--no-ema-warmup", action="store_true", help="constant EMA decay from the first step")
     p.add_argument("--T", type=int, default=1000)
@@ -82,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many steps (of --steps); the card of a time-limited run records it")
     p.add_argument("--fp16", action="store_true", help="store the shipped weights in float16")
+    p.add_argument("--exclude-digits", type=int, nargs="+", default=None,
+                   help="leave these digit classes out of the training set (a held-out class for lesson 13)")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -91,6 +98,9 @@ def main(argv=None) -> int:
     model = UNet(1, tuple(args.channels), args.num_res_blocks, not args.no_attention, args.num_classes)
     schedule = NoiseSchedule.make(args.schedule, args.T)
     images, labels = mnist_images("train", device=device)
+    if args.exclude_digits:
+        keep = ~torch.isin(labels, torch.tensor(args.exclude_digits, device=labels.device))
+        images, labels = images[keep], labels[keep]
     out = Path(args.out)
     state = Path(args.state) if args.state else find_dir("cache") / f"{out.name}_state.pt"
     print(f"UNet {model.config}: {count_parameters(model):,} parameters; device {device}; "
@@ -102,7 +112,12 @@ def main(argv=None) -> int:
         loss, data = partial(cfg_loss, schedule, p_uncond=args.p_uncond, loss=base), (images, labels)
     else:
         loss, data = partial(base, schedule), images
-    res = train(model, loss, data, args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+    if args.objective == "flow":
+        if args.num_classes:
+            p.error("--objective flow is implemented for the unconditional U-Net")
+        loss, data, args.prediction = flow_loss, images, "velocity"
+    net = TimeScaled(model, args.T) if args.objective == "flow" else model
+    res = train(net, loss, data, args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                 ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, device=device,
                 state_path=state, save_every=args.save_every, resume=args.resume, stop_after=args.stop_after, channels_last=True,
                 max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, desc="training U-Net")
@@ -118,10 +133,12 @@ def main(argv=None) -> int:
         "command": card_command(list(argv if argv is not None else sys.argv[1:]), res.step, args.steps),
         "schedule": {"name": args.schedule, "T": args.T},
         "prediction": args.prediction,
+        "objective": args.objective,
         "training": {"steps": args.steps, "stopped_at_step": res.step, "batch_size": args.batch_size, "lr": args.lr,
                      "warmup": args.warmup, "ema_decay": args.ema_decay,
                      "ema_warmup": not args.no_ema_warmup, "min_snr_gamma": args.min_snr_gamma, "seed": args.seed,
                      "p_uncond": args.p_uncond,
+                     "exclude_digits": args.exclude_digits, "train_images": len(images),
                      "images_seen": res.step * args.batch_size,
                      "final_loss_mean_last_100": round(sum(res.losses[-100:]) / len(res.losses[-100:]), 5)},
         "budget": {"seconds_last_run": round(res.seconds), "images_per_second_last_run": round(res.images_per_second, 1),
@@ -131,7 +148,8 @@ def main(argv=None) -> int:
         "parameters": count_parameters(model),
         "metrics": {},
     }
-    save_checkpoint(res.ema.model, out, card=card, dtype=torch.float16 if args.fp16 else None)
+    shipped = res.ema.model.net if args.objective == "flow" else res.ema.model
+    save_checkpoint(shipped, out, card=card, dtype=torch.float16 if args.fp16 else None)
     print(f"saved {out}.pt and {out}.json")
     return 0
 
