@@ -27,6 +27,9 @@ Layered from the bottom up; a module imports only from the layers above it in th
     samplers         10       the σ view: D(x; σ), Karras levels, Euler, Heun, EDM churn, DPM-Solver++(2M)
     vdm              11       VDM: log-SNR γ(t), the losses L_T and L_∞, a learned monotone schedule, VDM's bound in bits/dim
     flow             12       flow matching and reflow: straight path, velocity loss, Euler, v ↔ ε ↔ x_0 ↔ score, w(λ)
+    inpaint          13       inpainting: masks, replacement, RePaint's forward jump and time list, over simulate
+    editing          13       SDEdit; denoising by Tweedie's posterior mean or the reverse chain; PSNR
+    anomaly          13       ELBO and reconstruction scores, AUROC/ROC, corruptions and non-digit test sets
     checkpoints      05       save with a card, load with sha256 + weights_only
     eval             04–08    metrics (2D distances), classifier, fid, guidance trade-off numbers
     scripts          05,08    command lines that train and ship the checkpoints

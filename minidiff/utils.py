@@ -66,6 +66,16 @@ def check_prediction(name: str, out, x_t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def check_image_range(name: str, x: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
+    """x itself if every pixel lies in [−1, 1] (the course's image scale); a ValueError otherwise."""
+    check_float(name, x)
+    lo, hi = x.min().item(), x.max().item()
+    if not (-1 - tol <= lo and hi <= 1 + tol):  # NaN fails the comparison too
+        raise ValueError(f"{name} must hold pixels in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]: "
+                         "scale 8-bit images with x / 127.5 − 1 and [0, 1] images with 2x − 1")
+    return x
+
+
 def check_positive_int(name: str, n, allow_zero: bool = False) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < (0 if allow_zero else 1):
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} int, got {n!r}")

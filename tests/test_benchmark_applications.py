@@ -1,0 +1,44 @@
+"""benchmarks/applications.py end to end on a few images with shortened settings (about 15 s): every section runs,
+and the markdown and JSON it writes hold every table. The real numbers come from `python benchmarks/applications.py`."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minidiff import anomaly
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_applications", ROOT / "benchmarks" / "applications.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_path_writes_every_table(tmp_path, monkeypatch):
+    pytest.importorskip("skimage")
+    bench = load_benchmark()
+    monkeypatch.setattr(bench, "MASKS", [("half", "half", 0.5), ("random 90 %", "random", 0.9)])
+    monkeypatch.setattr(bench, "METHODS", [("replacement, 3 steps", 3, 1), ("RePaint r = 2, 3 steps", 3, 2)])
+    monkeypatch.setattr(bench, "STRENGTHS", [0.2, 1.0])
+    monkeypatch.setattr(bench, "SIGMAS", [0.5])
+    monkeypatch.setattr(bench, "TV_WEIGHTS", [0.1, 0.3])
+    monkeypatch.setattr(bench, "NLM_H", [0.3])
+    monkeypatch.setattr(anomaly, "CORRUPTIONS", ("invert",))
+    monkeypatch.setattr(anomaly, "NON_DIGITS", ("shapes",))
+    out = tmp_path / "applications.md"
+    bench.main(["--quick", "--out", str(out)])
+    md, res = out.read_text(), json.loads(out.with_suffix(".json").read_text())
+    for heading in ("## 1. Inpainting", "## 2. SDEdit", "## 3. Denoising", "## 4. Anomaly detection"):
+        assert heading in md
+    assert "python benchmarks/applications.py --quick" in md
+    assert len(res["inpaint"]) == 4 and len(res["sdedit"]) == 4 and len(res["denoise"]) == 1
+    assert {r["test_set"] for r in res["anomaly"]} >= {"corruption: invert", "non-digit: shapes"}
+    assert all(0 <= r["auroc_elbo"] <= 1 for r in res["anomaly"])
+    assert res["anomaly"][0]["auroc_elbo"] == 1.0  # an inverted digit is never mistaken for a digit
