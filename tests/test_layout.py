@@ -121,7 +121,8 @@ def test_the_checker_catches_a_cycle_and_a_private_import(tmp_path, monkeypatch)
 # The library's layers, bottom first (the list in minidiff/__init__.py and AUTHORING.md).
 LAYERS = ["utils", "paths", "data", "schedules", "forward", "losses", "vpred", "elbo", "embedding", "mlp", "unet", "ema",
           "training", "sampling", "ddim", "score", "langevin", "guidance", "sde", "likelihood", "samplers", "vdm", "flow",
-          "inpaint", "editing", "anomaly", "checkpoints", "eval", "scripts", "course"]
+          "inpaint", "editing", "anomaly", "text", "crossattn",
+          "autoencoder", "latent", "checkpoints", "eval", "scripts", "course"]
 
 
 def layer(mod: str) -> int:
