@@ -30,6 +30,10 @@ Layered from the bottom up; a module imports only from the layers above it in th
     inpaint          13       inpainting: masks, replacement, RePaint's forward jump and time list, over simulate
     editing          13       SDEdit; denoising by Tweedie's posterior mean or the reverse chain; PSNR
     anomaly          13       ELBO and reconstruction scores, AUROC/ROC, corruptions and non-digit test sets
+    text             14       captions measured from MNIST, the tokenizer, the text encoder
+    crossattn        14       cross-attention, TextUNet, caption dropout and guidance
+    autoencoder      15       a KL-regularised MNIST autoencoder
+    latent           15       the latent scale factor, latent loss and sampler (encode → diffuse → decode)
     checkpoints      05       save with a card, load with sha256 + weights_only
     eval             04–08    metrics (2D distances), classifier, fid, guidance trade-off numbers
     scripts          05,08    command lines that train and ship the checkpoints

@@ -11,6 +11,8 @@ $MINIDIFF_CHECKPOINT_DIR, then <repo>/data/checkpoints, then ~/.cache/minidiff/c
 `load_checkpoint` refuses a file whose sha256 differs from its card's, and loads with
 `weights_only=True`: a .pt file is a pickle, and unpickling a file from elsewhere can
 run arbitrary code; weights_only restricts it to tensors and plain containers.
+`load_latent_model` (lesson 15) also refuses an autoencoder other than the one named in the
+latent model's card.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from pathlib import Path
 
 import torch
 
+from .autoencoder import Autoencoder
+from .latent import check_autoencoder_match
 from .paths import find_dir, sha256_file
 from .schedules import NoiseSchedule
+from .unet import UNet
 from .vpred import EpsFromV
 
 FORMAT = "minidiff-checkpoint-1"
@@ -164,3 +169,19 @@ def load_eps_model(path, build, device="cpu"):
     if prediction == "v":
         return EpsFromV(net, schedule).eval(), schedule
     raise CheckpointError(f"{path}: its card says prediction {prediction!r}; minidiff knows 'eps' and 'v'")
+
+
+def load_latent_model(path, autoencoder_path, device="cpu"):
+    """Lesson 15's latent diffusion model: (eps_model, schedule, autoencoder, scale).
+
+    The latent U-Net's card records the sha256 of the autoencoder whose latents it learned;
+    an autoencoder with another hash is refused (CheckpointError) before anything is loaded.
+    """
+    card, ae_card = read_card(path), read_card(autoencoder_path)
+    try:
+        check_autoencoder_match(card, ae_card)
+    except ValueError as err:
+        raise CheckpointError(f"{checkpoint_paths(path)[0]}: {err}") from None
+    eps_model, schedule = load_eps_model(path, UNet, device)
+    autoencoder = load_checkpoint(autoencoder_path, Autoencoder, device)
+    return eps_model, schedule, autoencoder, float(card["latent"]["scale"])
