@@ -5,7 +5,7 @@ the log-density changes by the divergence of the velocity (instantaneous change 
 2018, "Neural ODEs", Theorem 1; Song et al. 2021, §4.3 and Appendix D):
 
     d/dt log p_t(x(t)) = −∇·f̃(x(t), t)
-    ⇒  log p_{t0}(x(t0)) = log p_{t1}(x(t1)) + ∫_{t0}^{t1} ∇·f̃(x(t), t) dt                 (eq. 9.9)
+    ⇒  log p_{t0}(x(t0)) = log p_{t1}(x(t1)) + ∫_{t0}^{t1} ∇·f̃(x(t), t) dt   (Chen et al. 2018, Theorem 1)
 
 Integrate the pair (x, ℓ) forward from x(t0) = x_0, ℓ(t0) = 0 with dℓ/dt = ∇·f̃, and read off
 log p_{t0}(x_0) = log N(x(t1); 0, I) + ℓ(t1). The divergence is the trace of the Jacobian ∂f̃/∂x:
@@ -15,7 +15,7 @@ log p_{t0}(x_0) = log N(x(t1); 0, I) + ℓ(t1). The divergence is the trace of t
                  pass (Hutchinson 1989; Skilling 1989; FFJORD, Grathwohl et al. 2019, keeps v fixed per solve).
 
 Bits per dimension of discrete data (MNIST's 256 levels): dequantise with uniform noise inside each level's
-bin of width w (in the model's units), then −log₂ P(x) ≤ E_u[−log p(x + u)]/ln 2 − D log₂ w  (eq. 9.10).
+bin of width w (in the model's units), then −log₂ P(x) ≤ E_u[−log p(x + u)]/ln 2 − D log₂ w  (uniform dequantisation, Theis et al. 2016).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def exact_divergence(fn: Callable, x: torch.Tensor):
 
 
 def hutchinson_divergence(fn: Callable, x: torch.Tensor, v: torch.Tensor):
-    """(fn(x), vᵀ (∂fn/∂x) v) per sample: the Skilling–Hutchinson estimate of the divergence  (eq. 9.11).
+    """(fn(x), vᵀ (∂fn/∂x) v) per sample: the Skilling–Hutchinson estimate of the divergence  (Hutchinson 1989; Grathwohl et al. 2019).
 
     One vector–Jacobian product: autograd gives vᵀJ, then a dot product with v. Unbiased when
     E[v vᵀ] = I. v: shaped like x. Returns (f detached, estimate (B,))."""
@@ -101,7 +101,7 @@ def ode_log_likelihood(sde, eps_model: Callable, x0: torch.Tensor, *, t0: float 
                        method: str = "rk45", steps: int = 100, rtol: float = 1e-5, atol: float = 1e-5,
                        max_steps: int = 10_000, divergence: str = "exact", probe: str = "rademacher",
                        generator: torch.Generator | None = None, prior_log_prob: Callable | None = None) -> ODELikelihood:
-    """log p_{t0}(x_0) of the probability-flow ODE's density, by eq. 9.9.
+    """log p_{t0}(x_0) of the probability-flow ODE's density, by the instantaneous change of variables above.
 
     method: "rk45" (adaptive `solve_ode`, tolerances rtol/atol on x and ℓ together, at most max_steps steps),
         "heun" or "euler" (`steps` fixed steps from t0 to t1 on `likelihood_timesteps`, evenly spaced in log t).
@@ -161,7 +161,7 @@ def dequantize(x: torch.Tensor, bin_width: float, generator: torch.Generator | N
 
 
 def bits_per_dim(log_prob, dims: int, bin_width: float = 1.0):
-    """−(log p(y) + D log w) / (D ln 2)  (eq. 9.10): nats of a density over dequantised y, turned into bits per
+    """−(log p(y) + D log w) / (D ln 2)  (the dequantisation bound above): nats of a density over dequantised y, turned into bits per
     dimension of the discrete data whose bins have width w in y's units (w = 2/255 for images in [−1, 1])."""
     if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
         raise ValueError(f"dims must be a positive int (numbers per example), got {dims!r}")

@@ -69,7 +69,7 @@ def sigma_to_t(schedule, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
-    """`steps` noise levels spaced evenly in σ^(1/ρ), from sigma_max down to sigma_min, then σ_N = 0  (eq. 10.3):
+    """`steps` noise levels spaced evenly in σ^(1/ρ), from sigma_max down to sigma_min, then σ_N = 0  (Karras et al. 2022, eq. 5):
 
         σ_i = (σ_max^(1/ρ) + i/(N − 1) · (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ,   i = 0..N−1,   σ_N = 0
 
@@ -130,7 +130,7 @@ def _col(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def denoise(schedule, eps_model: Callable, x: torch.Tensor, sigma) -> torch.Tensor:
-    """D(x; σ) = x − σ ε_θ(x / √(1 + σ²), t(σ))  (eq. 10.2): an ε-model read as a denoiser in the σ variables.
+    """D(x; σ) = x − σ ε_θ(x / √(1 + σ²), t(σ)): an ε-model read as a denoiser in the σ variables.
 
     x = x_t / √ᾱ (so x_t = x / √(1 + σ²)); sigma: a float or a tensor (B,); the model is called as
     eps_model(x_t, t) with t = sigma_to_t(schedule, σ) a float64 tensor (B,) in [0, T]. Returns a tensor like x.
@@ -208,7 +208,8 @@ def clipped(denoiser: Callable, c: float = 1.0) -> Callable:
 
 
 def ode_derivative(denoiser: Callable, x: torch.Tensor, sigma) -> torch.Tensor:
-    """dx/dσ = (x − D(x; σ)) / σ  (eq. 10.4), the probability-flow ODE in the σ variables (σ > 0)."""
+    """dx/dσ = (x − D(x; σ)) / σ, the probability-flow ODE in the σ variables (σ > 0): Karras et al. 2022, eq. 1
+    with σ(t) = t and the score (D − x)/σ² of their eq. 3."""
     sigma = float(sigma)
     if not sigma > 0:
         raise ValueError(f"the ODE's derivative needs sigma > 0, got {sigma}")
@@ -231,7 +232,7 @@ def karras_euler_step(denoiser: Callable, x: torch.Tensor, sigma, sigma_next) ->
 
 def karras_heun_step(denoiser: Callable, x: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
     """Heun in σ (Karras et al. 2022, §3): an Euler step to σ', then the average of the slopes at σ and σ'
-    (eq. 10.5); on the last step, to σ' = 0, where the slope is undefined, the Euler step alone. Two network calls
+    (Karras et al. 2022, Algorithm 1); on the last step, to σ' = 0, where the slope is undefined, the Euler step alone. Two network calls
     (one on the last step)."""
     drift = lambda y, s: ode_derivative(denoiser, y, s)  # noqa: E731
     if float(sigma_next) == 0:
@@ -271,7 +272,7 @@ def churn_gammas(sigmas, s_churn: float, s_tmin: float = 0.0, s_tmax: float = fl
 
 def dpmpp_2m_update(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next, old_denoised: torch.Tensor | None = None,
                     sigma_prev=None) -> torch.Tensor:
-    """One DPM-Solver++(2M) update from σ to σ' (Lu et al. 2022, §4) in the variables x = x_0 + σ ε  (eq. 10.6):
+    """One DPM-Solver++(2M) update from σ to σ' (Lu et al. 2022, §4) in the variables x = x_0 + σ ε:
 
         λ = −log σ,  h = λ' − λ,  r = (λ − λ_prev) / h,
         D̂ = (1 + 1/(2r)) D − 1/(2r) D_prev       (D̂ = D on the first step and on the last, to σ' = 0)

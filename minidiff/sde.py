@@ -79,7 +79,7 @@ def _check_scalar_time(name: str, t) -> float:
 
 
 def vp_sde(x: torch.Tensor, t, beta_min: float = 0.1, beta_max: float = 20.0):
-    """Drift and diffusion of the VP SDE with linear β(t) = β_min + t (β_max − β_min)  (eq. 9.2):
+    """Drift and diffusion of the VP SDE with linear β(t) = β_min + t (β_max − β_min)  (Song et al. 2021, eq. 11):
 
         f(x, t) = −½ β(t) x,     g(t) = √β(t).
 
@@ -92,7 +92,7 @@ def vp_sde(x: torch.Tensor, t, beta_min: float = 0.1, beta_max: float = 20.0):
 
 
 def vp_marginal(x0: torch.Tensor, t, beta_min: float = 0.1, beta_max: float = 20.0):
-    """Mean and std of x_t | x_0 under the linear VP SDE  (eq. 9.3):
+    """Mean and std of x_t | x_0 under the linear VP SDE (solving the linear SDE in closed form):
 
         ∫_0^t β = β_min t + ½ (β_max − β_min) t²,   ᾱ(t) = exp(−∫_0^t β),
         mean = √ᾱ(t) x_0 = exp(−½ ∫β) x_0,          std = √(1 − ᾱ(t)).
@@ -312,7 +312,7 @@ def eps_from_v_model(sde, v_net: Callable) -> Callable:
 
 def euler_maruyama_step(sde, eps_model: Callable, x: torch.Tensor, t, t_next, generator: torch.Generator | None = None,
                         noise: torch.Tensor | None = None) -> torch.Tensor:
-    """One Euler–Maruyama step of the reverse SDE from t down to t_next < t  (eq. 9.6):
+    """One Euler–Maruyama step of the reverse SDE from t down to t_next < t  (Song et al. 2021, eq. 6):
 
         x ← x + [f(x, t) − g(t)² s(x, t)] Δt + g(t) √|Δt| z,   Δt = t_next − t < 0,  z ~ N(0, I)
 
@@ -333,7 +333,7 @@ def euler_maruyama_step(sde, eps_model: Callable, x: torch.Tensor, t, t_next, ge
 
 
 def pf_ode_drift(sde, eps_model: Callable, x: torch.Tensor, t) -> torch.Tensor:
-    """The probability-flow ODE's velocity dx/dt = f(x, t) − ½ g(t)² s(x, t), s = −ε_θ(x, t·T)/σ_t  (eq. 9.7)."""
+    """The probability-flow ODE's velocity dx/dt = f(x, t) − ½ g(t)² s(x, t), s = −ε_θ(x, t·T)/σ_t  (Song et al. 2021, eq. 13)."""
     check_float("x", x)
     t = check_time("t", t, x)
     g = sde.diffusion(t, x)
@@ -346,7 +346,7 @@ def euler_step(drift: Callable, x: torch.Tensor, t, t_next) -> torch.Tensor:
 
 
 def heun_step(drift: Callable, x: torch.Tensor, t, t_next) -> torch.Tensor:
-    """Heun's method (explicit trapezoid, 2nd order)  (eq. 9.8): an Euler step to the end, then the average slope:
+    """Heun's method (explicit trapezoid, 2nd order; Karras et al. 2022, Algorithm 1): an Euler step to the end, then the average slope:
 
         d₁ = drift(x, t),  x̃ = x + h d₁,  d₂ = drift(x̃, t_next),  x ← x + h (d₁ + d₂)/2,   h = t_next − t
     """
