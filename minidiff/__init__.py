@@ -7,6 +7,9 @@ Layered from the bottom up; a module imports only from the layers above it in th
     paths            02,05    where data, checkpoints and caches are found; sha256 of files
     data.toy         02–07    2D datasets; exact densities and scores where they exist
     data.mnist       02,05,08 MNIST from the official files, checksummed and cached
+    data.sound       16       labelled synthetic clips at 8 kHz: Karplus–Strong plucks, chirps, drums
+    data.molecules   16       RDKit ETKDG conformers of 24 small molecules, padded, cached and verified
+    data.moving      17       bouncing-digit videos: reflected straight-line tracks, sub-pixel rendering
     schedules        01       β_t, α_t, ᾱ_t, SNR                           (NoiseSchedule)
     forward          02–04    q(x_t | x_0) = add_noise, the posterior, predict_x0, σ_t² tables
     losses           04       L_simple (ddpm_loss)
@@ -34,9 +37,16 @@ Layered from the bottom up; a module imports only from the layers above it in th
     crossattn        14       cross-attention, TextUNet, caption dropout and guidance
     autoencoder      15       a KL-regularised MNIST autoencoder
     latent           15       the latent scale factor, latent loss and sampler (encode → diffuse → decode)
+    unet1d           16       UNet1d: the 1D U-Net for sound (patches, factor-4 levels, class-conditional)
+    egnn             16       zero-CoM noise and loss, the EGCL layer, the EGNN denoiser, sample_conformers
+    video            17       factorised space-time U-Net: fold frames, temporal attention; CoM track, bounce fit
+    gan              18       DCGAN, non-saturating losses, two players in training.train, divergence monitor, diffusion GAN
+    distill          18       progressive distillation (Salimans & Ho 2022) of the lesson-05 v-model
+    superres         19       SR3-style super-resolution: block-mean degradation, bicubic condition channel, loss, sampler
     checkpoints      05       save with a card, load with sha256 + weights_only
-    eval             04–08    metrics (2D distances), classifier, fid, guidance trade-off numbers
-    scripts          05,08    command lines that train and ship the checkpoints
+    eval             04–08,16–19 metrics (2D distances), classifier, fid, guidance trade-off numbers; sound, molecules
+                              (16), coverage: precision/recall (18), cas, memorisation (19)
+    scripts          04–19    command lines that train and ship the checkpoints
 
 Beside the library, never imported by it: `minidiff.course` (lesson setup, checks, grader).
 """
