@@ -176,6 +176,14 @@ def write_report(res: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def shown_path(path: Path) -> str:
+    """`path` as recorded in the JSON: relative to the repository when inside it, so that no machine path is kept."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Train the lesson-05 U-Net from scratch on one GPU; FID and minutes to it.")
     p.add_argument("--steps", type=int, default=10_000)
@@ -261,7 +269,7 @@ def main(argv=None) -> int:
     record = {
         "command": "python benchmarks/gpu_tier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": str(datetime.date.today()), "hardware": hardware, "device": device.type, "torch": torch.__version__,
-        "args": vars(args), "parameters": count_parameters(model), "floors": floors,
+        "args": {**vars(args), "out": shown_path(out)}, "parameters": count_parameters(model), "floors": floors,
         "steps_done": res.step, "images_seen": res.step * args.batch_size, "stopped_early": res.step < args.steps,
         "training_seconds": clock.seconds(), "img_per_s": res.step * args.batch_size / clock.seconds(),
         "first_steps": first, "first_steps_s": sum(steps_s[:first]), "compile_s": sum(steps_s[:first]) - first * median,

@@ -2,7 +2,7 @@
 
     python benchmarks/lesson_times.py                          # every lesson; writes lesson_times_<device>.md + .json
     python benchmarks/lesson_times.py solutions/05_unet_mnist.ipynb --tier cpu
-    python benchmarks/lesson_times.py --deadline 300           # stop starting new notebooks after 300 s
+    python benchmarks/lesson_times.py --max-seconds 300           # stop starting new notebooks after 300 s
     python benchmarks/lesson_times.py solutions/08_*.ipynb --append   # add rows to the table already written
 
 Each notebook runs in a fresh kernel through the same client as `tools/execute.py` (nothing is
@@ -67,7 +67,7 @@ def write_report(res: dict, out: Path) -> None:
              "| lesson | seconds | status |", "| --- | ---: | --- |"]
     lines += [f"| {r['lesson']} | {r['seconds']:.1f} | {r['status']} |" for r in res["rows"]]
     if res["skipped"]:
-        lines += ["", "Not run (deadline reached): " + ", ".join(res["skipped"]) + "."]
+        lines += ["", "Not run (time limit reached): " + ", ".join(res["skipped"]) + "."]
     if res.get("notes"):  # what a reader of the table should know, written into the JSON by hand
         lines += ["", "Notes:", ""] + [f"* {n}" for n in res["notes"]]
     out.write_text("\n".join(lines) + "\n")
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("notebooks", nargs="*", help="default: every solutions/NN_*.ipynb")
     p.add_argument("--tier", choices=("tiny", "cpu", "gpu"), default=None, help="default: gpu with CUDA, else cpu")
     p.add_argument("--cell-timeout", type=int, default=300)
-    p.add_argument("--deadline", type=float, default=None, help="seconds after which no new notebook is started")
+    p.add_argument("--max-seconds", type=float, default=None, help="seconds after which no new notebook is started")
     p.add_argument("--append", action="store_true",
                    help="keep the rows already in the JSON beside --out (same device and tier), replacing re-run lessons")
     p.add_argument("--out", default=None, help="default: benchmarks/lesson_times_<device>.md")
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         res["skipped"] = [s for s in prev["skipped"] if s not in rerun]
     t_all = time.perf_counter()
     for path in paths:
-        if args.deadline is not None and time.perf_counter() - t_all > args.deadline:
+        if args.max_seconds is not None and time.perf_counter() - t_all > args.max_seconds:
             res["skipped"].append(path.stem)
             continue
         row = run_notebook(path, args.cell_timeout)

@@ -14,3 +14,24 @@ def random_mixture_params(seed=0, K=3, D=2):
     std = 0.3 + torch.rand(K, generator=g, dtype=torch.float64)
     weights = 0.2 + torch.rand(K, generator=g, dtype=torch.float64)
     return means, std, weights
+
+
+def assert_reference_passes(check, objs):
+    """A lesson's reference implementation passes every test of its check, with full points."""
+    res = check(*objs, quiet=True)
+    assert res.status == "ok" and res.passed == res.total and res.score == res.points, res.messages
+
+
+def assert_mutant_caught(mid, check, objs, needle, wrong_formula, slips_keep_points=False):
+    """A known-wrong implementation fails a test, its hint names the mistake (`needle`: a string or several),
+    and a wrong formula keeps at most a third of the points (the grading rule in AUTHORING.md); with
+    `slips_keep_points`, a mistake that is not a wrong formula keeps more than a third."""
+    res = check(*objs, quiet=True)
+    text = "\n".join(res.messages)
+    assert res.passed < res.total, f"{mid}: the check passed a wrong function"
+    for n in (needle,) if isinstance(needle, str) else needle:
+        assert n in text, f"{mid}: hint should contain {n!r}; got:\n{text}"
+    if wrong_formula:
+        assert res.score <= res.points / 3 + 1e-9, f"{mid}: a wrong formula scored {res.score} of {res.points}"
+    elif slips_keep_points:
+        assert res.score > res.points / 3, f"{mid}: a slip (not a wrong formula) scored only {res.score} of {res.points}"

@@ -61,7 +61,7 @@ pytestmark = [
 ]
 
 
-class Deadline:
+class TimeBudget:
     def __init__(self, seconds: float):
         self.end = time.monotonic() + seconds
 
@@ -94,7 +94,7 @@ def _write_json(path: Path, data: dict) -> None:
 class Lab:
     """A JupyterLab server on 127.0.0.1 in its own process group, with all its state under `home`."""
 
-    def __init__(self, home: Path, root_dir: Path, deadline: Deadline):
+    def __init__(self, home: Path, root_dir: Path, budget: TimeBudget):
         self.port, self.token, self.log = _free_port(), secrets.token_hex(16), home / "jupyterlab.log"
         self.base = f"http://127.0.0.1:{self.port}"
         settings = home / "lab-settings"
@@ -117,10 +117,10 @@ class Lab:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=root_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(deadline)
+        self._wait_ready(budget)
 
-    def _wait_ready(self, deadline: Deadline) -> None:
-        end = time.monotonic() + min(SERVER_START_S, deadline.left())
+    def _wait_ready(self, budget: TimeBudget) -> None:
+        end = time.monotonic() + min(SERVER_START_S, budget.left())
         request = urllib.request.Request(f"{self.base}/api/status", headers={"Authorization": f"token {self.token}"})
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -149,12 +149,12 @@ class Lab:
 
 
 @pytest.fixture
-def deadline():
-    return Deadline(BUDGET_S)
+def budget():
+    return TimeBudget(BUDGET_S)
 
 
 @pytest.fixture
-def lab(tmp_path, deadline):
+def lab(tmp_path, budget):
     """JupyterLab serving a copy of lesson 01's solution with its outputs stripped (so every figure seen is new)."""
     root = tmp_path / "notebooks"
     root.mkdir()
@@ -166,27 +166,27 @@ def lab(tmp_path, deadline):
     nbformat.write(nb, root / NOTEBOOK.name)
     server = None
     try:
-        server = Lab(tmp_path, root, deadline)
+        server = Lab(tmp_path, root, budget)
         yield server
     finally:
         if server is not None:
             server.stop()
 
 
-def test_explorer_slider_redraws_figure(lab, deadline, tmp_path):
+def test_explorer_slider_redraws_figure(lab, budget, tmp_path):
     from playwright.sync_api import sync_playwright
 
     problems = []  # browser-side errors, printed on failure
     screenshot = tmp_path / "jupyterlab.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=deadline.ms())
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=budget.ms())
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(STEP_MS)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text[:300]}") if m.type == "error" else None)
             try:
-                _drive(page, lab, deadline)
+                _drive(page, lab, budget)
             except BaseException:
                 try:
                     page.screenshot(path=str(screenshot), full_page=True, timeout=10_000)
@@ -200,23 +200,23 @@ def test_explorer_slider_redraws_figure(lab, deadline, tmp_path):
             browser.close()
 
 
-def _drive(page, lab, deadline: Deadline) -> None:
-    page.goto(f"{lab.base}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded", timeout=deadline.ms(60_000))
-    page.locator(".jp-Notebook").wait_for(timeout=deadline.ms(60_000))
+def _drive(page, lab, budget: TimeBudget) -> None:
+    page.goto(f"{lab.base}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded", timeout=budget.ms(60_000))
+    page.locator(".jp-Notebook").wait_for(timeout=budget.ms(60_000))
     kernel_idle = page.locator(".jp-StatusBar-Widget").get_by_text(re.compile(r"\| Idle$"))  # "Python 3 (ipykernel) | Idle"
-    kernel_idle.wait_for(timeout=deadline.ms(60_000))  # the kernel has started (the toolbar says "idle" before that)
+    kernel_idle.wait_for(timeout=budget.ms(60_000))  # the kernel has started (the toolbar says "idle" before that)
 
     # Run All from the menu bar, then wait until every code cell has its execution count.
-    page.get_by_role("menuitem", name="Run", exact=True).click(timeout=deadline.ms())
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=deadline.ms())
+    page.get_by_role("menuitem", name="Run", exact=True).click(timeout=budget.ms())
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=budget.ms())
     page.wait_for_function(
         """() => {
             const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
             return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p.textContent.trim()));
         }""",
-        timeout=deadline.ms(90_000),
+        timeout=budget.ms(90_000),
     )
-    kernel_idle.wait_for(timeout=deadline.ms())
+    kernel_idle.wait_for(timeout=budget.ms())
     _assert_no_error_outputs(page, "after Run All")
 
     explorer = page.locator(".jp-Notebook .widget-interact")
@@ -231,10 +231,10 @@ def _drive(page, lab, deadline: Deadline) -> None:
         Waiting for quiet matters: the explorer redraws on every change of a widget's value, including the one the
         front end makes by itself after the first draw (see below), and a figure caught between two redraws is not
         the one for the readout's value."""
-        end = time.monotonic() + deadline.ms() / 1000
+        end = time.monotonic() + budget.ms() / 1000
         last, since = None, time.monotonic()
         while time.monotonic() < end:
-            src = image.get_attribute("src", timeout=deadline.ms(2_000)) if image.count() else None
+            src = image.get_attribute("src", timeout=budget.ms(2_000)) if image.count() else None
             if src != last:
                 last, since = src, time.monotonic()
             elif (src and src.startswith("data:image/png") and src != changed_from and time.monotonic() - since >= QUIET_S
@@ -245,7 +245,7 @@ def _drive(page, lab, deadline: Deadline) -> None:
 
     def move(key: str) -> tuple[str, str]:
         old_value, old_src = readout.inner_text(), image.get_attribute("src")
-        handle.focus(timeout=deadline.ms())
+        handle.focus(timeout=budget.ms())
         page.keyboard.press(key)
         value, src = settled(old_src, f"after {key} on {SLIDER!r} at {old_value}")
         _assert_no_error_outputs(page, f"after {key} on {SLIDER!r}: {old_value} -> {value}")

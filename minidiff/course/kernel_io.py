@@ -26,13 +26,13 @@ def poll_in_slices(channel, seconds: float = POLL_SLICE) -> None:
     get_msg = channel.get_msg
 
     async def get_msg_sliced(timeout=None):
-        deadline = None if timeout is None else time.monotonic() + timeout
+        give_up_at = None if timeout is None else time.monotonic() + timeout
         while True:
-            step = seconds if deadline is None else max(0.0, min(seconds, deadline - time.monotonic()))
+            step = seconds if give_up_at is None else max(0.0, min(seconds, give_up_at - time.monotonic()))
             try:
                 return await get_msg(timeout=step)
             except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
+                if give_up_at is not None and time.monotonic() >= give_up_at:
                     raise
 
     channel.get_msg = get_msg_sliced
