@@ -5,7 +5,8 @@ neither sees whether the widgets render and whether moving a slider redraws the 
 it starts JupyterLab on 127.0.0.1 over a temporary copy of solutions/01_noise_schedules.ipynb (outputs
 stripped), opens it in headless Chromium, runs all cells from the Run menu, presses the arrow keys on
 the explorer's "t / T" slider and checks that the figure in the explorer's output changes (the PNG in
-its <img src>), that the slider's old value brings the old figure back, and that no cell shows an error or stderr.
+its <img src>), that the slider's old value brings the old figure back, that RAPID_PRESSES keys pressed faster than the kernel
+redraws end on the last value's figure (not a blank or an intermediate one), and that no cell shows an error or stderr.
 
 Needs a Chromium binary (/usr/bin/chromium, Debian's `chromium` package; or MINIDIFF_CHROMIUM=PATH)
 and the `playwright` package (pip install playwright; its own browser download is not needed). Without
@@ -40,6 +41,7 @@ SERVER_START_S = 60  # within BUDGET_S
 SERVER_HARD_LIMIT_S = 300  # `timeout` ends the server after this, whatever happens to pytest
 STEP_MS = 30_000  # any single browser action or wait, at most
 QUIET_S = 1.5  # a figure counts as final once unchanged this long with the kernel idle
+RAPID_PRESSES = 15  # ArrowRight presses sent without waiting for a redraw
 SLIDER = "t / T"  # the explorer's slider this test moves (lesson 01: T, schedule, β_T / s / τ, t / T)
 
 
@@ -264,6 +266,21 @@ def _drive(page, lab, budget: TimeBudget) -> None:
     again_value, again_src = move("ArrowRight")
     assert again_value == after_value, f"ArrowRight took {SLIDER!r} to {again_value}, not to {after_value} as before"
     assert again_src == after_src, f"{SLIDER!r} at {after_value} twice, with the other widgets unchanged, but the figures differ"
+
+    # Keys pressed faster than the kernel redraws: every press sends a new value while earlier redraws are still
+    # running. The figure must end on the last value's figure, never blank and never an intermediate one.
+    handle.focus(timeout=budget.ms())
+    for _ in range(RAPID_PRESSES):
+        page.keyboard.press("ArrowRight")
+    rapid_value, rapid_src = settled(again_src, f"after {RAPID_PRESSES} quick ArrowRight presses from {again_value}")
+    _assert_no_error_outputs(page, f"after {RAPID_PRESSES} quick presses")
+    assert rapid_value != again_value, f"{RAPID_PRESSES} quick ArrowRight presses left {SLIDER!r} at {again_value}"
+    # the same value reached one key at a time draws the same figure
+    move("ArrowLeft")
+    slow_value, slow_src = move("ArrowRight")
+    assert slow_value == rapid_value, f"ArrowLeft, ArrowRight took {SLIDER!r} to {slow_value}, not back to {rapid_value}"
+    assert slow_src == rapid_src, (f"after quick presses the figure is not the one for {SLIDER!r} = {rapid_value} "
+                                   "(a redraw race: the output shows a blank or an intermediate figure)")
 
 
 def _assert_no_error_outputs(page, when: str) -> None:

@@ -11,7 +11,10 @@ through that client, with one event-loop run per cell as `jupyter nbconvert --ex
 A stall fails with the lesson, the run and the cell index.
 
 Slow (every lesson up to its explorer, one after the other: 3.5 to 4.5 minutes on a busy 2-core
-machine), so it runs only with MINIDIFF_SLOW=1.
+machine), so it runs only with MINIDIFF_SLOW=1. MINIDIFF_STALL_RUNS=N repeats each explorer N times
+instead of 20; for example, 50 runs of lessons 05 and 06:
+
+    MINIDIFF_SLOW=1 MINIDIFF_STALL_RUNS=50 python -m pytest tests/test_explorer_stall.py -k "05_ or 06_"
 """
 
 import copy
@@ -28,7 +31,7 @@ _spec = importlib.util.spec_from_file_location("execute", ROOT / "tools" / "exec
 execute = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(execute)
 
-RUNS = 20
+RUNS = int(os.environ.get("MINIDIFF_STALL_RUNS", "20"))
 EXPLORER_TIMEOUT = 120  # seconds per explorer run; those of lessons 05 and 06 took under 1 s when they did not stall
 EXPLORER = re.compile(r"^\s*(?:\w+\.)?interact(?:_manual)?\(", re.MULTILINE)
 NOTEBOOKS = sorted((ROOT / "solutions").glob("0*.ipynb"))
