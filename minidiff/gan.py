@@ -6,7 +6,8 @@ one call; the discriminator D maps an image to a logit, "real" when positive. Th
     D step:  L_D = −log σ(D(x)) − log(1 − σ(D(G(z))))  = softplus(−D(x)) + softplus(D(G(z)))
     G step:  L_G = −log σ(D(G(z)))                      = softplus(−D(G(z)))   (the non-saturating loss)
 
-(Goodfellow et al. 2014, §3: G minimising log(1 − σ(D(G(z)))) gets no gradient once D wins, so G
+(The two steps play the minimax game of Goodfellow et al. 2014, eq. 1, min_G max_D V(D, G); their §3:
+G minimising log(1 − σ(D(G(z)))) gets no gradient once D wins, so G
 maximises log σ(D(G(z))) instead.) The DCGAN architecture is Radford, Metz & Chintala (2016).
 
 Two players, one training loop: `training.train` takes one AdamW step per call of its loss. `TwoPlayer`
