@@ -1,6 +1,6 @@
 """What a trained diffusion model is for (lesson 13): inpainting, SDEdit, denoising and anomaly detection, measured.
 
-    python benchmarks/applications.py            # the full tables (about 30 min on one CPU thread)
+    python benchmarks/applications.py            # the full tables (about 15 min on one CPU thread)
     python benchmarks/applications.py --quick    # the same code on a handful of images (about a minute)
 
 Models: the shipped unconditional U-Net `unet_mnist` (v-prediction, cosine, T = 1000), the class-conditional
@@ -26,6 +26,10 @@ code; every random draw is seeded. Writes benchmarks/applications.md and applica
 4. Anomaly detection (minidiff.anomaly): scores elbo_bpd (n_t = 16 evenly spaced t, an estimate) and
    reconstruction_error (t = 300, 2 draws). In-distribution: test digits; anomalies: six corruptions, three
    non-digit sets, and, for `unet_mnist_no6`, the held-out digit 6 against the other test digits. AUROC each.
+   A third score reads several t: multi_t_errors at t = 600, 700, 800, 900 (4 draws each), z-scored against
+   the same errors of normal training digits and summed (multi_t_score, Graham et al. 2023).
+Section 1 also trains one MLP per fixed mask on the known pixels alone (visible_pixel_accuracy): how much of the
+label the known pixels carry, an estimate of the ceiling on any completion's accuracy.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ SIGMAS = [0.1, 0.25, 0.5, 0.75, 1.0, 1.5]
 TV_WEIGHTS = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]
 NLM_H = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]
 HELD_OUT = 6
+MULTI_TS = (600, 700, 800, 900)
 
 
 def gen(seed):
@@ -91,6 +96,38 @@ def bench_inpaint(model, s, clf, x, y, n_div):
             rows.append(dict(mask=label, method=mlabel, nfe=nfe, accuracy=round(acc, 4), masked_mse=round(mse, 4),
                              diversity=round(div, 4), unknown_fraction=round(hole.mean().item(), 3), seconds=round(time.time() - t0, 1)))
             print("inpaint", rows[-1], flush=True)
+    return rows
+
+
+def visible_pixel_accuracy(x_train, y_train, x_test, y_test, epochs=6):
+    """How much of the label the known pixels carry: an MLP (384 → 512 → 256 → 10) trained on the known pixels of
+    the 60 000 training digits alone, its accuracy on the known pixels of the 10 000 test digits, for each mask
+    that is the same for every image. Any completion is a function of the known pixels (and of noise), so it
+    cannot tell the label better than the best such reader; this MLP is one reader, so its accuracy estimates
+    that ceiling from below."""
+    rows = []
+    for label, kind, frac in MASKS:
+        if kind == "random":
+            continue
+        known = inpaint.make_mask(kind, fraction=frac).flatten().bool()
+        a, b = x_train.flatten(1)[:, known], x_test.flatten(1)[:, known]
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(a.shape[1], 512), torch.nn.ReLU(), torch.nn.Linear(512, 256),
+                                  torch.nn.ReLU(), torch.nn.Linear(256, 10))
+        opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-4)
+        g = gen(5)
+        for _ in range(epochs):
+            perm = torch.randperm(a.shape[0], generator=g)
+            for i in range(0, a.shape[0], 256):
+                idx = perm[i:i + 256]
+                loss = torch.nn.functional.cross_entropy(net(a[idx]), y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            acc = (net(b).argmax(1) == y_test).float().mean().item()
+        rows.append(dict(mask=label, known_pixels=int(known.sum()), accuracy=round(acc, 4), n_test=int(b.shape[0])))
+        print("visible-pixel reader", rows[-1], flush=True)
     return rows
 
 
@@ -173,31 +210,43 @@ def scores(model, s, x, seed):
     return e, r
 
 
-def bench_anomaly(model, model_no6, s, s6, x, y, n):
+def multi_errors(model, s, x, seed):
+    return batched(lambda b, i: anomaly.multi_t_errors(s, model, b, MULTI_TS, n=4, generator=gen(seed + 13 + i)), x)
+
+
+def bench_anomaly(model, model_no6, s, s6, x, y, n, x_ref, y_ref):
     x_in = x[:n]
     e_in, r_in = scores(model, s, x_in, 10)
+    ref = multi_errors(model, s, x_ref[:n], 5)  # normal *training* digits fix each t's mean and spread
+    m_in = anomaly.multi_t_score(multi_errors(model, s, x_in, 10), ref)
     rows = []
     sets = [(f"corruption: {k}", anomaly.corrupt(x[n:2 * n], k, gen(20 + j))) for j, k in enumerate(anomaly.CORRUPTIONS)]
     sets += [(f"non-digit: {k}", anomaly.non_digits(n, k, generator=gen(40 + j))) for j, k in enumerate(anomaly.NON_DIGITS)]
     for label, x_out in sets:
         e_out, r_out = scores(model, s, x_out, 60)
+        m_out = anomaly.multi_t_score(multi_errors(model, s, x_out, 60), ref)
         rows.append(dict(model="unet_mnist", test_set=label, n_in=n, n_out=x_out.shape[0],
                          auroc_elbo=round(anomaly.auroc(e_in, e_out), 4), auroc_recon=round(anomaly.auroc(r_in, r_out), 4),
+                         auroc_multi=round(anomaly.auroc(m_in, m_out), 4),
                          bpd_in=round(e_in.mean().item(), 3), bpd_out=round(e_out.mean().item(), 3)))
         print("anomaly", rows[-1], flush=True)
     if model_no6 is not None:
         normal, held = x[y != HELD_OUT][:n], x[y == HELD_OUT][:n]
         e_in6, r_in6 = scores(model_no6, s6, normal, 80)
         e_out6, r_out6 = scores(model_no6, s6, held, 90)
+        ref6 = multi_errors(model_no6, s6, x_ref[y_ref != HELD_OUT][:n], 5)
+        m_in6 = anomaly.multi_t_score(multi_errors(model_no6, s6, normal, 80), ref6)
+        m_out6 = anomaly.multi_t_score(multi_errors(model_no6, s6, held, 90), ref6)
         rows.append(dict(model="unet_mnist_no6", test_set=f"held-out digit {HELD_OUT}", n_in=normal.shape[0], n_out=held.shape[0],
                          auroc_elbo=round(anomaly.auroc(e_in6, e_out6), 4), auroc_recon=round(anomaly.auroc(r_in6, r_out6), 4),
+                         auroc_multi=round(anomaly.auroc(m_in6, m_out6), 4),
                          bpd_in=round(e_in6.mean().item(), 3), bpd_out=round(e_out6.mean().item(), 3)))
         print("anomaly", rows[-1], flush=True)
         # the same digits scored by the model that did see 6s: how much of the gap is the held-out class?
         e_a, _ = scores(model, s, normal, 80)
         e_b, _ = scores(model, s, held, 90)
         rows.append(dict(model="unet_mnist (saw 6s)", test_set=f"digit {HELD_OUT} vs the others", n_in=normal.shape[0],
-                         n_out=held.shape[0], auroc_elbo=round(anomaly.auroc(e_a, e_b), 4), auroc_recon=None,
+                         n_out=held.shape[0], auroc_elbo=round(anomaly.auroc(e_a, e_b), 4), auroc_recon=None, auroc_multi=None,
                          bpd_in=round(e_a.mean().item(), 3), bpd_out=round(e_b.mean().item(), 3)))
         print("anomaly", rows[-1], flush=True)
     return rows
@@ -215,6 +264,14 @@ def render(res, args, hw, minutes):
     for r in res["inpaint"]:
         L.append(f"| {r['mask']} | {r['unknown_fraction']:.0%} | {r['method']} | {r['nfe']} | {r['accuracy']:.1%} | "
                  f"{r['masked_mse']:.3f} | {r['diversity']:.3f} |")
+    if res.get("visible_reader"):
+        L += ["", "How much of the label the known pixels carry: an MLP trained on the known pixels alone of the 60 000 training "
+              "digits, tested on the 10 000 test digits (`visible_pixel_accuracy`). A completion is made from the known pixels "
+              "(and noise), so the classifier cannot read the true label from it more often than the best such reader can; "
+              "this MLP is one reader, so its accuracy estimates that ceiling from below.", "",
+              "| mask | known pixels | reader's test accuracy |", "| --- | ---: | ---: |"]
+        for r in res["visible_reader"]:
+            L.append(f"| {r['mask']} | {r['known_pixels']} | {r['accuracy']:.1%} |")
     floors = "; ".join(f"{k}: {v}" for k, v in res["fid_floor"].items())
     L += ["", f"## 2. SDEdit: realism against faithfulness (n = {res['n_sdedit']} per strength; FID floor {floors})", "",
           "Realism: classifier FID against the test digits of the target (the test 8s for 3 → 8, all test digits for strokes) "
@@ -234,12 +291,16 @@ def render(res, args, hw, minutes):
                  f"{r['tv_acc']:.1%} | {r['nl_means_acc']:.1%} |")
     L += ["", "## 4. Anomaly detection (AUROC; higher score = more anomalous; 0.5 is chance, below 0.5 the score ranks backwards)", "",
           "| model | anomalies | n normal / n anomalous | AUROC, ELBO (bits/dim) | AUROC, reconstruction (t = 300) "
-          "| bits/dim normal → anomalous |",
-          "| --- | --- | ---: | ---: | ---: | ---: |"]
+          f"| AUROC, multi-t reconstruction (t = {', '.join(map(str, MULTI_TS))}) | bits/dim normal → anomalous |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in res["anomaly"]:
         rec = "—" if r["auroc_recon"] is None else f"{r['auroc_recon']:.3f}"
-        L.append(f"| {r['model']} | {r['test_set']} | {r['n_in']} / {r['n_out']} | {r['auroc_elbo']:.3f} | {rec} "
+        multi = "—" if r.get("auroc_multi") is None else f"{r['auroc_multi']:.3f}"
+        L.append(f"| {r['model']} | {r['test_set']} | {r['n_in']} / {r['n_out']} | {r['auroc_elbo']:.3f} | {rec} | {multi} "
                  f"| {r['bpd_in']} → {r['bpd_out']} |")
+    L += ["", "Multi-t reconstruction (`anomaly.multi_t_errors`, `multi_t_score`; Graham et al. 2023): the one-call "
+          "reconstruction error at each of those t (4 noise draws), z-scored with the mean and std of the same errors on "
+          f"{res['n_anomaly']} normal *training* digits (digits other than {HELD_OUT} for `unet_mnist_no6`), summed over t."]
     return "\n".join(L) + "\n"
 
 
@@ -262,6 +323,8 @@ def main(argv=None):
     x, y = x_test[perm], y_test[perm]
     res = dict(n_inpaint=n_inp, n_div=n_div, n_sdedit=n_sd, n_denoise=n_den, n_anomaly=n_an, quick=q)
     res["inpaint"] = bench_inpaint(model, s, clf, x[:n_inp], y[:n_inp], n_div)
+    res["visible_reader"] = visible_pixel_accuracy(x_train[:2000] if q else x_train, y_train[:2000] if q else y_train,
+                                                   x_test, y_test, epochs=1 if q else 6)
     res["sdedit"], res["fid_floor"] = bench_sdedit(model, cond, s, clf, x_test, y_test, x_train, y_train, n_sd)
     res["denoise"] = bench_denoise(model, s, clf, x[:n_den], y[:n_den], x[-100:] if not q else x[-8:])
     try:  # loaded last: the held-out rows are skipped without that checkpoint
@@ -269,7 +332,7 @@ def main(argv=None):
     except Exception as err:
         print(f"no unet_mnist_no6 ({err}); skipping the held-out class", flush=True)
         model_no6, s6 = None, None
-    res["anomaly"] = bench_anomaly(model, model_no6, s, s6, x, y, n_an)
+    res["anomaly"] = bench_anomaly(model, model_no6, s, s6, x, y, n_an, x_train, y_train)
     res["checkpoints"] = {k: read_card(k)["sha256"] for k in ("unet_mnist", "unet_cond", "mnist_classifier")}
     if model_no6 is not None:
         res["checkpoints"]["unet_mnist_no6"] = read_card("unet_mnist_no6")["sha256"]

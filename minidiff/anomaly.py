@@ -10,6 +10,13 @@ high for anomalies. Two scores, both higher = more anomalous:
     reconstruction_error  noise x to one t (DDPM eq. 4), denoise in one call (DDPM eq. 15), and measure
                           ‖x − x̂_0‖² per pixel, averaged over `n` noise draws.
 
+One t is one bottleneck: at small t a rotated digit is rebuilt as it is (it is made of digit strokes),
+and only from a large t does the model pull it towards an upright digit, while very large t forget any
+input. `multi_t_errors` and `multi_t_score` read several t at once, as Graham et al. (2023, "Denoising diffusion models for
+out-of-distribution detection") do: the errors at each t are z-scored with the mean and spread of
+*normal* reference images (never the test images) and summed. (They rebuild with a full reverse
+chain and add a perceptual distance; here it is the one-call x̂_0 and the pixel error.)
+
 A detector is judged by its ROC curve: the true-positive rate (anomalies flagged) against the
 false-positive rate (normal images flagged) as the threshold sweeps; AUROC, the area under it, is the
 probability that a random anomaly scores above a random normal image (ties count ½; the Mann–Whitney U
@@ -25,6 +32,7 @@ matplotlib's text renderer, imported only when letters are asked for).
 
     check_normalised                  refuse images that are not on the [−1, 1] scale ([0, 255] or [0, 1])
     elbo_bpd, reconstruction_error    the two scores
+    multi_t_errors, multi_t_score     reconstruction errors at several t, z-scored against normal images
     auroc, roc_curve                  the detector's quality
     corrupt, non_digits               the test sets
 """
@@ -114,6 +122,24 @@ def reconstruction_error(schedule, eps_model: Callable, x0: torch.Tensor, t: int
         x_t = add_noise(s, x0, randn(x0.shape, generator, x0.device, x0.dtype), tt)
         err = err + (x0 - predict_x0(s, x_t, tt, eps_model(x_t, tt))).pow(2).flatten(1).mean(1)
     return err / n
+
+
+def multi_t_errors(schedule, eps_model: Callable, x0: torch.Tensor, ts=(600, 700, 800, 900), n: int = 4,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """`reconstruction_error` at each t in ts: shape (B, len(ts))."""
+    return torch.stack([reconstruction_error(schedule, eps_model, x0, t, n, generator) for t in ts], dim=1)
+
+
+def multi_t_score(errors: torch.Tensor, reference_errors: torch.Tensor) -> torch.Tensor:
+    """Σ_k (e_k − μ_k) / σ_k (Graham et al. 2023): `errors` (B, K) from `multi_t_errors`, μ_k and σ_k the mean
+    and std of column k of `reference_errors` (R, K), the same errors of normal images. Shape (B,); higher =
+    more anomalous."""
+    if errors.dim() != 2 or reference_errors.dim() != 2 or errors.shape[1] != reference_errors.shape[1]:
+        raise ValueError(f"errors (B, K) and reference_errors (R, K) need the same K (the same ts), got "
+                         f"{tuple(errors.shape)} and {tuple(reference_errors.shape)}")
+    if reference_errors.shape[0] < 2:
+        raise ValueError(f"reference_errors must hold at least 2 normal images to give a spread, got {reference_errors.shape[0]}")
+    return ((errors - reference_errors.mean(0)) / reference_errors.std(0)).sum(1)
 
 
 # ---------------------------------------------------------------- ROC

@@ -17,7 +17,8 @@ fully connected molecule, with a_ij the bond type of the pair:
     x_i     ← x_i + 1/(n − 1) · Σ_{j≠i} (x_i − x_j) / (‖x_i − x_j‖ + 1) · φ_x(m_ij)   (equivariant; eq. 4)
     h_i     ← h_i + φ_h(h_i, Σ_{j≠i} m_ij)                                   (invariant; eqs. 5 and 6)
 
-(equation numbers of Satorras et al. 2021. Their eq. 4 is x_i + C Σ_{j≠i} (x_i − x_j) φ_x(m_ij); here C = 1/(n − 1) averages over the neighbours, and
+(equation numbers of Satorras et al. 2021. Their eq. 4 is x_i + C Σ_{j≠i} (x_i − x_j) φ_x(m_ij);
+here C = 1/(n − 1) averages over the neighbours, and
 the division by ‖x_i − x_j‖ + 1 keeps each term bounded for distant atoms: both keep equivariance).
 Messages, distances and the sums see only real atoms:
 `mask` (B, N) is 1 for an atom and 0 for padding. The network's ε is x_L − x_t, minus its mean.

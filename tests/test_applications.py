@@ -207,6 +207,30 @@ def test_reconstruction_error_is_the_posterior_variance():
     assert abs(err.mean().item() - expected) < 0.03 * expected
 
 
+def test_multi_t_score_is_centred_on_normal_images_and_flags_others():
+    mix = GaussianMixture(torch.zeros(1, 8), 0.3)
+    eps = mixture_eps(S, mix)
+
+    def images(n, seed, shift=0.0):
+        x = (mix.sample(n, generator=gen(seed)) + shift).clamp(-1, 1).float().reshape(-1, 2, 2, 2)
+        x[:, 0, 0, 0] = -0.9  # a negative pixel in each image: not mistaken for [0, 1] data
+        return x
+
+    ts = (100, 300, 500)
+    ref, normal, odd = (anomaly.multi_t_errors(S, eps, x, ts=ts, n=2, generator=gen(14 + i))
+                        for i, x in enumerate((images(2000, 11), images(2000, 12), images(2000, 13, shift=0.6))))
+    assert ref.shape == (2000, len(ts))
+    s_normal, s_odd = anomaly.multi_t_score(normal, ref), anomaly.multi_t_score(odd, ref)
+    assert s_normal.shape == (2000,)
+    # each z-score has mean 0 and std 1 over normal images, so their sum has mean ≈ 0 (± a few % here)
+    assert abs(s_normal.mean().item()) < 0.15 and 0.5 * len(ts) ** 0.5 < s_normal.std().item() < 2 * len(ts)
+    assert anomaly.auroc(s_normal, s_odd) > 0.9  # shifted images are rebuilt towards the data, far from themselves
+    with pytest.raises(ValueError, match="at least 2"):
+        anomaly.multi_t_score(normal, ref[:1])
+    with pytest.raises(ValueError, match="same K"):
+        anomaly.multi_t_score(normal, ref[:, :2])
+
+
 def test_auroc_closed_cases():
     a, b = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 3.0])
     assert math.isclose(anomaly.auroc(a, b), 4.5 / 6)  # pairs: (1 vs 0, 1, 2) = 1 + ½ + 0; (3 vs all) = 3
