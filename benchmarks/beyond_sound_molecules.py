@@ -16,7 +16,8 @@ Molecules (`egnn_conformers`):
 3. equivariance error: max |ε(Qx + b)[π] − Q ε(x)[π]| of the trained model in float32 over random orthogonal Q
    (with reflections), shifts b and permutations π, on noised conformers of every molecule (target ≤ 1e-5);
 4. conformers sampled for every molecule (all T DDPM steps, and 100 DDIM jumps): validity by the distance rule of
-   `minidiff.eval.molecules.valid` (target ≥ 80 %), and the Wasserstein-1 distance of each bond type's lengths to
+   `minidiff.eval.molecules.valid` (target ≥ 80 %), the Wasserstein-1 distance of each bond angle type's angles
+   (`bond_angles`) to those of the RDKit conformers, and the Wasserstein-1 distance of each bond type's lengths to
    those of all RDKit conformers.
 """
 
@@ -38,7 +39,7 @@ from minidiff.checkpoints import load_checkpoint, load_eps_model, read_card  # n
 from minidiff.data.molecules import SMILES, conformer_dataset  # noqa: E402
 from minidiff.data.sound import CLASSES, LENGTH, make_clips  # noqa: E402
 from minidiff.egnn import EGNN, remove_mean, sample_conformers  # noqa: E402
-from minidiff.eval.molecules import bond_lengths, valid, wasserstein1  # noqa: E402
+from minidiff.eval.molecules import bond_angles, bond_lengths, valid, wasserstein1  # noqa: E402
 from minidiff.eval.sound import class_accuracy, spectral_distance, spectral_features, train_clip_classifier  # noqa: E402
 from minidiff.guidance import guided_sample  # noqa: E402
 from minidiff.schedules import NoiseSchedule  # noqa: E402
@@ -101,6 +102,7 @@ def molecule_part(per_mol_ddpm: int, per_mol_ddim: int, seeds: int) -> dict:
     schedule = NoiseSchedule.make(card["schedule"]["name"], card["schedule"]["T"])
     data = conformer_dataset(card["data"]["conformers_per_molecule"], seed=card["data"]["seed"])
     real = bond_lengths(data["x"], data["h"], data["bonds"], data["mask"])
+    real_angles = bond_angles(data["x"], data["h"], data["bonds"], data["mask"])
     out = {"equivariance_error": equivariance(model, data, seeds), "equivariance_trials": seeds * 64,
            "rdkit_valid": float(valid(data["x"], data["h"], data["bonds"], data["mask"]).double().mean()), "rows": []}
     print(f"equivariance error {out['equivariance_error']:.2e}", flush=True)
@@ -115,9 +117,13 @@ def molecule_part(per_mol_ddpm: int, per_mol_ddim: int, seeds: int) -> dict:
         fake = bond_lengths(x, h, bonds, mask)
         w1 = {k: {"w1": wasserstein1(fake[k], real[k]), "n": len(fake[k]), "mean_generated": float(fake[k].mean()),
                   "mean_rdkit": float(real[k].mean())} for k in fake}
+        fake_angles = bond_angles(x, h, bonds, mask)
+        w1_angles = {k: {"w1": wasserstein1(fake_angles[k], real_angles[k]), "n": len(fake_angles[k]),
+                         "mean_generated": float(fake_angles[k].mean()), "mean_rdkit": float(real_angles[k].mean())}
+                     for k in fake_angles}
         out["rows"].append({"sampler": name, "steps": steps or schedule.T, "n": len(idx),
                             "valid": float(ok.double().mean()), "valid_per_molecule": per_molecule,
-                            "w1": w1, "sampling_seconds": round(seconds, 1)})
+                            "w1": w1, "w1_angles": w1_angles, "sampling_seconds": round(seconds, 1)})
         print(f"molecules {name}: valid {out['rows'][-1]['valid']:.3f} in {seconds:.0f} s", flush=True)
     return out
 
@@ -196,7 +202,7 @@ def render(out: dict) -> str:
     for r in m["rows"]:
         lines.append(f"| molecules: validity ≥ 80 % ({r['sampler']}, {r['steps']} steps) | {r['valid']:.1%} "
                      f"(n = {r['n']}) | {_met(r['valid'] >= 0.8)} |")
-    lines.append("| molecules: bond-length W1 reported | see below | reported |")
+    lines.append("| molecules: bond-length and bond-angle W1 reported | see below | reported |")
     lines += [
         "",
         "### Sound",
@@ -240,6 +246,17 @@ def render(out: dict) -> str:
         lines.append(f"| {kind} | " + " | ".join(f"{r['w1'][kind]['w1']:.3f}" if kind in r["w1"] else "–"
                                                  for r in m["rows"])
                      + f" | {first[kind]['mean_generated']:.3f} | {first[kind]['mean_rdkit']:.3f} | {first[kind]['n']} |")
+    if "w1_angles" in m["rows"][0]:
+        first = m["rows"][0]["w1_angles"]
+        lines += ["", "Bond angles: the angle between every two bonds that share an atom (`minidiff.eval.molecules.bond_angles`), "
+                  "grouped by the three atom types, the centre in the middle; W1 in degrees against all RDKit conformers.", "",
+                  "| angle | " + " | ".join(f"W1 {r['sampler']} (°)" for r in m["rows"])
+                  + " | mean generated (DDPM) | mean RDKit | n (DDPM) |",
+                  "|---|" + "---|" * (len(m["rows"]) + 3)]
+        for kind in first:
+            lines.append(f"| {kind} | " + " | ".join(f"{r['w1_angles'][kind]['w1']:.1f}" if kind in r["w1_angles"] else "–"
+                                                     for r in m["rows"])
+                         + f" | {first[kind]['mean_generated']:.1f} | {first[kind]['mean_rdkit']:.1f} | {first[kind]['n']} |")
     worst = sorted(m["rows"][0]["valid_per_molecule"].items(), key=lambda kv: kv[1])[:5]
     lines += ["", "Least valid molecules (DDPM): " + ", ".join(f"`{k}` {v:.0%}" for k, v in worst) + ".", ""]
     return "\n".join(lines)

@@ -1,10 +1,12 @@
 """minidiff.data.molecules and minidiff.eval.molecules: parsing, the cached data set, bonds, W1, validity."""
 
+import math
+
 import pytest
 import torch
 
 from minidiff.data import molecules
-from minidiff.eval.molecules import COVALENT_RADII, bond_lengths, perceive_bonds, valid, wasserstein1
+from minidiff.eval.molecules import COVALENT_RADII, bond_angles, bond_lengths, perceive_bonds, valid, wasserstein1
 
 torch.set_num_threads(1)
 
@@ -76,6 +78,39 @@ def test_bond_lengths_by_type():
     assert len(b["C-C aromatic"]) == 12 and len(b["C-O double"]) == 2
     assert 1.15 < float(b["C-O double"].mean()) < 1.3 < float(b["C-O single"].mean()) < 1.45
     assert 1.35 < float(b["C-C aromatic"].mean()) < 1.42
+
+
+def test_bond_angles_closed_forms():
+    # a carbon at the origin bonded to an O on +x and to C, N along two tetrahedral directions; one more atom of padding
+    tet = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1]], dtype=torch.float64) / 3**0.5
+    x = torch.zeros(1, 5, 3, dtype=torch.float64)
+    x[0, 1] = torch.tensor([1.4, 0.0, 0.0])
+    x[0, 2], x[0, 3] = 1.5 * tet[0], 1.5 * tet[1]
+    x[0, :4] -= x[0, :4].mean(0)  # centred, as check_cloud expects
+    h = torch.nn.functional.one_hot(torch.tensor([[0, 2, 0, 1, 0]]), 3).double()
+    bonds = torch.zeros(1, 5, 5, 5)
+    bonds[..., 0] = 1
+    for i in (1, 2, 3):
+        bonds[0, 0, i], bonds[0, i, 0] = torch.eye(5)[1], torch.eye(5)[1]
+    mask = torch.tensor([[1.0, 1, 1, 1, 0]])
+    angles = bond_angles(x, h, bonds, mask)
+    assert set(angles) == {"C-C-N", "C-C-O", "N-C-O"}  # three bonds at the centre: three angles; keys sorted
+    assert abs(float(angles["C-C-N"]) - math.degrees(math.acos(-1 / 3))) < 1e-9  # the tetrahedral 109.47°
+    assert abs(float(angles["C-C-O"]) - math.degrees(math.acos(1 / 3**0.5))) < 1e-9  # (1, 1, 1) against x: 54.74°
+    # a rotation and a shift change no angle
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    moved = x @ q.T
+    moved[0, :4] -= moved[0, :4].mean(0)
+    again = bond_angles(moved, h, bonds, mask)
+    assert all(torch.allclose(again[k], angles[k]) for k in angles)
+
+
+def test_bond_angles_of_rdkit_conformers():
+    d = molecules.conformer_dataset(2, seed=0, smiles=("c1ccccc1", "CCO"), cache=False)
+    a = bond_angles(d["x"], d["h"], d["bonds"], d["mask"])
+    assert set(a) == {"C-C-C", "C-C-O"} and len(a["C-C-C"]) == 12 and len(a["C-C-O"]) == 2
+    assert 119 < float(a["C-C-C"].mean()) < 121  # the benzene ring's 120°
+    assert 105 < float(a["C-C-O"].mean()) < 114  # ethanol: about tetrahedral
 
 
 def test_wasserstein1_closed_forms():

@@ -1,6 +1,8 @@
 """Measuring generated conformers (lesson 16): bond lengths, their Wasserstein-1 distance, validity.
 
     bond_lengths     the length of every bond of the graph, grouped by bond type ("C-C single", ...)
+    bond_angles      the angle between every two bonds that share an atom, grouped by the three atom
+                     types ("C-C-O": the centre atom in the middle), in degrees
     wasserstein1     W1 between two 1D samples: ∫ |F_a(u) − F_b(u)| du, the area between their CDFs
                      (for two samples of the same size: the mean |difference| of the sorted samples)
     perceive_bonds   bonds read off the coordinates by a distance rule: atoms i ≠ j are bonded when
@@ -10,6 +12,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -52,6 +56,27 @@ def bond_lengths(x: torch.Tensor, h: torch.Tensor, bonds: torch.Tensor, mask: to
                 continue
             pair = "-".join(sorted((ATOM_TYPES[types[b, ii]], ATOM_TYPES[types[b, jj]])))
             out.setdefault(f"{pair} {BOND_TYPES[k].lower()}", []).append(float(d[b, ii, jj]))
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in sorted(out.items())}
+
+
+def bond_angles(x: torch.Tensor, h: torch.Tensor, bonds: torch.Tensor, mask: torch.Tensor) -> dict:
+    """{"C-C-O": angles (float64 tensor, degrees), ...}: for every atom j and every two of its bonded neighbours
+    i < k, the angle ∠ijk = arccos(u·v / (‖u‖ ‖v‖)) with u = x_i − x_j, v = x_k − x_j. The key names the outer
+    atoms' types in sorted order around the centre's."""
+    check_cloud(x, mask)
+    graph = (bonds.argmax(-1) > 0) & (mask[:, :, None] > 0) & (mask[:, None, :] > 0)
+    types = _types(h)
+    out: dict[str, list] = {}
+    for b in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            neighbours = torch.nonzero(graph[b, j]).flatten().tolist()
+            for n_i, i in enumerate(neighbours):
+                for k in neighbours[n_i + 1:]:
+                    u, v = x[b, i].double() - x[b, j].double(), x[b, k].double() - x[b, j].double()
+                    cos = float((u @ v) / (u.norm() * v.norm()))
+                    ends = sorted((ATOM_TYPES[types[b, i]], ATOM_TYPES[types[b, k]]))
+                    key = f"{ends[0]}-{ATOM_TYPES[types[b, j]]}-{ends[1]}"
+                    out.setdefault(key, []).append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
     return {k: torch.tensor(v, dtype=torch.float64) for k, v in sorted(out.items())}
 
 
