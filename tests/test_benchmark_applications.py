@@ -46,4 +46,6 @@ def test_quick_path_writes_every_table(tmp_path, monkeypatch):
     assert "multi-t reconstruction (t = 600, 800)" in md
     # one visible-pixel reader per fixed mask (the random mask has none), better than chance even when briefly trained
     assert [r["mask"] for r in res["visible_reader"]] == ["half"] and res["visible_reader"][0]["accuracy"] > 0.3
+    # the MLP reads the known pixels alone, so the exact bound from above holds for it too
+    assert res["visible_reader"][0]["accuracy"] <= res["visible_reader"][0]["upper_bound"] <= 1
     assert res["anomaly"][0]["auroc_elbo"] == 1.0  # an inverted digit is never mistaken for a digit
