@@ -33,6 +33,7 @@ matplotlib's text renderer, imported only when letters are asked for).
     check_normalised                  refuse images that are not on the [−1, 1] scale ([0, 255] or [0, 1])
     elbo_bpd, reconstruction_error    the two scores
     multi_t_errors, multi_t_score     reconstruction errors at several t, z-scored against normal images
+    max_z                             several scores in one: the most unusual of them, each z-scored
     auroc, roc_curve                  the detector's quality
     corrupt, non_digits               the test sets
 """
@@ -140,6 +141,18 @@ def multi_t_score(errors: torch.Tensor, reference_errors: torch.Tensor) -> torch
     if reference_errors.shape[0] < 2:
         raise ValueError(f"reference_errors must hold at least 2 normal images to give a spread, got {reference_errors.shape[0]}")
     return ((errors - reference_errors.mean(0)) / reference_errors.std(0)).sum(1)
+
+
+def max_z(scores: torch.Tensor, reference_scores: torch.Tensor) -> torch.Tensor:
+    """max_k (s_k − μ_k) / σ_k: several scores (B, K) in one, each z-scored with the mean and std of its column of
+    `reference_scores` (R, K), the same scores of normal images. An image is as anomalous as its most unusual score,
+    so a detector that catches blur (the ELBO) and one that catches a quarter turn (multi-t) both keep their catch."""
+    if scores.dim() != 2 or reference_scores.dim() != 2 or scores.shape[1] != reference_scores.shape[1]:
+        raise ValueError(f"scores (B, K) and reference_scores (R, K) need the same K, got {tuple(scores.shape)} "
+                         f"and {tuple(reference_scores.shape)}")
+    if reference_scores.shape[0] < 2:
+        raise ValueError(f"reference_scores must hold at least 2 normal images to give a spread, got {reference_scores.shape[0]}")
+    return ((scores - reference_scores.mean(0)) / reference_scores.std(0)).max(1).values
 
 
 # ---------------------------------------------------------------- ROC

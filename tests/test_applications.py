@@ -231,6 +231,17 @@ def test_multi_t_score_is_centred_on_normal_images_and_flags_others():
         anomaly.multi_t_score(normal, ref[:, :2])
 
 
+def test_max_z_keeps_the_most_unusual_score():
+    ref = torch.tensor([[0.0, 10.0], [2.0, 10.0], [1.0, 13.0], [1.0, 7.0]])  # means (1, 10), stds (√(2/3), √6)
+    x = torch.tensor([[1.0, 10.0], [3.0, 10.0], [1.0, 22.0]])
+    expected = torch.tensor([0.0, 2 / (2 / 3) ** 0.5, 12 / 6**0.5])
+    assert torch.allclose(anomaly.max_z(x, ref), expected)
+    with pytest.raises(ValueError, match="same K"):
+        anomaly.max_z(x[:, :1], ref)
+    with pytest.raises(ValueError, match="at least 2"):
+        anomaly.max_z(x, ref[:1])
+
+
 def test_auroc_closed_cases():
     a, b = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 3.0])
     assert math.isclose(anomaly.auroc(a, b), 4.5 / 6)  # pairs: (1 vs 0, 1, 2) = 1 + ½ + 0; (3 vs all) = 3
