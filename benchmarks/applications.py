@@ -100,6 +100,17 @@ def bench_inpaint(model, s, clf, x, y, n_div):
     return rows
 
 
+def ceiling_from_above(known: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+    """An exact upper bound on any completion's accuracy, from the known pixels `known` (N, P) of N images.
+    Images whose known pixels are all background (−1) look the same to any method, so its completions of them are
+    drawn from one distribution, and on that group it is right at most as often as the group's most common label;
+    elsewhere at most always. Returns (that group's share of the images, its top label share, the bound)."""
+    blank = (known <= -1).all(1)
+    fraction = blank.float().mean().item()
+    share = torch.bincount(labels[blank], minlength=10).max().item() / max(1, int(blank.sum()))
+    return fraction, share, (1 - fraction) + fraction * share
+
+
 def visible_pixel_accuracy(x_train, y_train, x_test, y_test, epochs=6):
     """How much of the label the known pixels carry: an MLP (384 → 512 → 256 → 10) trained on the known pixels of
     the 60 000 training digits alone, its accuracy on the known pixels of the 10 000 test digits, for each mask
@@ -127,15 +138,9 @@ def visible_pixel_accuracy(x_train, y_train, x_test, y_test, epochs=6):
                 opt.step()
         with torch.no_grad():
             acc = (net(b).argmax(1) == y_test).float().mean().item()
-        # An upper bound, exact: test digits whose known pixels are all background (−1) look the same to any method,
-        # so its completions of them are drawn from one distribution, and on that group it can be right at most as
-        # often as the group's most common digit; elsewhere at most always.
-        blank = (b <= -1).all(1)
-        share = torch.bincount(y_test[blank], minlength=10).max().item() / max(1, int(blank.sum()))
-        bound = (1 - blank.float().mean().item()) + blank.float().mean().item() * share
+        blank, share, bound = ceiling_from_above(b, y_test)
         rows.append(dict(mask=label, known_pixels=int(known.sum()), accuracy=round(acc, 4), n_test=int(b.shape[0]),
-                         blank_fraction=round(blank.float().mean().item(), 4), blank_top_share=round(share, 4),
-                         upper_bound=round(bound, 4)))
+                         blank_fraction=round(blank, 4), blank_top_share=round(share, 4), upper_bound=round(bound, 4)))
         print("visible-pixel reader", rows[-1], flush=True)
     return rows
 

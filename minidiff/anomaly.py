@@ -32,7 +32,8 @@ matplotlib's text renderer, imported only when letters are asked for).
 
     check_normalised                  refuse images that are not on the [−1, 1] scale ([0, 255] or [0, 1])
     elbo_bpd, reconstruction_error    the two scores
-    multi_t_errors, multi_t_score     reconstruction errors at several t, z-scored against normal images
+    z_scores                          scores measured in standard deviations of normal images' scores
+    multi_t_errors, multi_t_score     reconstruction errors at several t, z-scored and summed
     max_z                             several scores in one: the most unusual of them, each z-scored
     auroc, roc_curve                  the detector's quality
     corrupt, non_digits               the test sets
@@ -131,28 +132,28 @@ def multi_t_errors(schedule, eps_model: Callable, x0: torch.Tensor, ts=(600, 700
     return torch.stack([reconstruction_error(schedule, eps_model, x0, t, n, generator) for t in ts], dim=1)
 
 
+def z_scores(scores: torch.Tensor, reference_scores: torch.Tensor) -> torch.Tensor:
+    """(s_k − μ_k) / σ_k for each column k of `scores` (B, K), with μ_k and σ_k the mean and std of column k of
+    `reference_scores` (R, K): the same scores of normal images. Shape (B, K)."""
+    if scores.dim() != 2 or reference_scores.dim() != 2 or scores.shape[1] != reference_scores.shape[1]:
+        raise ValueError(f"scores (B, K) and reference scores (R, K) need the same K (the same ts or scores), got "
+                         f"{tuple(scores.shape)} and {tuple(reference_scores.shape)}")
+    if reference_scores.shape[0] < 2:
+        raise ValueError(f"the reference must hold at least 2 normal images to give a spread, got {reference_scores.shape[0]}")
+    return (scores - reference_scores.mean(0)) / reference_scores.std(0)
+
+
 def multi_t_score(errors: torch.Tensor, reference_errors: torch.Tensor) -> torch.Tensor:
-    """Σ_k (e_k − μ_k) / σ_k (Graham et al. 2023): `errors` (B, K) from `multi_t_errors`, μ_k and σ_k the mean
-    and std of column k of `reference_errors` (R, K), the same errors of normal images. Shape (B,); higher =
-    more anomalous."""
-    if errors.dim() != 2 or reference_errors.dim() != 2 or errors.shape[1] != reference_errors.shape[1]:
-        raise ValueError(f"errors (B, K) and reference_errors (R, K) need the same K (the same ts), got "
-                         f"{tuple(errors.shape)} and {tuple(reference_errors.shape)}")
-    if reference_errors.shape[0] < 2:
-        raise ValueError(f"reference_errors must hold at least 2 normal images to give a spread, got {reference_errors.shape[0]}")
-    return ((errors - reference_errors.mean(0)) / reference_errors.std(0)).sum(1)
+    """Σ_k z_k (Graham et al. 2023): the errors (B, K) of `multi_t_errors`, z-scored against the same errors of
+    normal images (R, K), summed over the K values of t. Shape (B,); higher = more anomalous."""
+    return z_scores(errors, reference_errors).sum(1)
 
 
 def max_z(scores: torch.Tensor, reference_scores: torch.Tensor) -> torch.Tensor:
-    """max_k (s_k − μ_k) / σ_k: several scores (B, K) in one, each z-scored with the mean and std of its column of
-    `reference_scores` (R, K), the same scores of normal images. An image is as anomalous as its most unusual score,
-    so a detector that catches blur (the ELBO) and one that catches a quarter turn (multi-t) both keep their catch."""
-    if scores.dim() != 2 or reference_scores.dim() != 2 or scores.shape[1] != reference_scores.shape[1]:
-        raise ValueError(f"scores (B, K) and reference_scores (R, K) need the same K, got {tuple(scores.shape)} "
-                         f"and {tuple(reference_scores.shape)}")
-    if reference_scores.shape[0] < 2:
-        raise ValueError(f"reference_scores must hold at least 2 normal images to give a spread, got {reference_scores.shape[0]}")
-    return ((scores - reference_scores.mean(0)) / reference_scores.std(0)).max(1).values
+    """max_k z_k: several scores (B, K) in one, each z-scored against the same scores of normal images (R, K). An
+    image is as anomalous as its most unusual score, so a detector that catches blur (the ELBO) and one that
+    catches a quarter turn (multi-t) both keep their catch. Shape (B,)."""
+    return z_scores(scores, reference_scores).max(1).values
 
 
 # ---------------------------------------------------------------- ROC
