@@ -20,6 +20,8 @@ Samplers are steps `step(x, sigma, sigma_next)` for `sampling.simulate`, over no
     churn     Heun after raising σ to σ̂ = (1 + γ) σ with fresh noise (Karras et al. 2022, §4)  2 calls
     dpmpp_2m  DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", §4): exact in the linear part, a
               multistep 2nd-order guess of D in λ = −log σ                  1 call per step, order 2
+    dpmpp_2m_sde  the same guess of D in the exact solution of a reverse SDE that adds fresh noise every step
+              (η = 1: DDPM's posterior step when D is constant; η = 0: dpmpp_2m)   1 call per step
 
 DDIM with η = 0 is Euler in these variables and DPM-Solver++ of first order (tests/test_samplers.py checks both
 to float64 round-off). Every function is shape-generic: x may be (B, D) points or (B, C, H, W) images.
@@ -36,7 +38,7 @@ from .sampling import simulate
 from .sde import euler_step, heun_step
 from .utils import check_float, check_positive_int, check_schedule, randn
 
-METHODS = ("euler", "heun", "churn", "dpmpp_2m")
+METHODS = ("euler", "heun", "churn", "dpmpp_2m", "dpmpp_2m_sde")
 
 # ---------------------------------------------------------------- σ and t
 
@@ -94,11 +96,11 @@ def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
 
 
 def steps_for_nfe(method: str, nfe: int) -> int:
-    """How many steps `method` takes for at most `nfe` network calls: nfe for euler and dpmpp_2m (one call each),
-    (nfe + 1) // 2 for heun and churn (two calls a step, one on the last step to σ = 0: 2N − 1 calls)."""
+    """How many steps `method` takes for at most `nfe` network calls: nfe for euler, dpmpp_2m and dpmpp_2m_sde (one
+    call each), (nfe + 1) // 2 for heun and churn (two calls a step, one on the last step to σ = 0: 2N − 1 calls)."""
     check_method(method)
     check_positive_int("nfe", nfe)
-    return nfe if method in ("euler", "dpmpp_2m") else (nfe + 1) // 2
+    return nfe if method in ("euler", "dpmpp_2m", "dpmpp_2m_sde") else (nfe + 1) // 2
 
 
 def check_method(method: str) -> str:
@@ -282,18 +284,56 @@ def dpmpp_2m_update(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next, 
     With D̂ = D this is DDIM (η = 0) and Euler in σ.
     """
     sigma, sigma_next = float(sigma), float(sigma_next)
+    d_hat = multistep_denoised(denoised, sigma, sigma_next, old_denoised, sigma_prev)
+    ratio = sigma_next / sigma  # = e^(−h)
+    return ratio * x + (1 - ratio) * d_hat
+
+
+def multistep_denoised(denoised: torch.Tensor, sigma, sigma_next, old_denoised: torch.Tensor | None = None,
+                       sigma_prev=None) -> torch.Tensor:
+    """DPM-Solver++(2M)'s guess D̂ = (1 + 1/(2r)) D − 1/(2r) D_prev, r = (λ − λ_prev) / (λ' − λ), λ = −log σ
+    (Lu et al. 2022, §4); D̂ = D without history and on the last step, to σ' = 0."""
+    sigma, sigma_next = float(sigma), float(sigma_next)
     if not sigma > sigma_next >= 0:
         raise ValueError(f"need sigma > sigma_next ≥ 0, got sigma={sigma}, sigma_next={sigma_next}")
     if old_denoised is None or sigma_next == 0:
-        d_hat = denoised
-    else:
-        if sigma_prev is None or not float(sigma_prev) > sigma:
-            raise ValueError(f"sigma_prev must be given and larger than sigma={sigma}, got {sigma_prev}")
-        h = math.log(sigma / sigma_next)
-        r = math.log(float(sigma_prev) / sigma) / h
-        d_hat = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-    ratio = sigma_next / sigma  # = e^(−h)
-    return ratio * x + (1 - ratio) * d_hat
+        return denoised
+    if sigma_prev is None or not float(sigma_prev) > sigma:
+        raise ValueError(f"sigma_prev must be given and larger than sigma={sigma}, got {sigma_prev}")
+    r = math.log(float(sigma_prev) / sigma) / math.log(sigma / sigma_next)
+    return (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+
+
+def dpmpp_2m_sde_update(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next,
+                        old_denoised: torch.Tensor | None = None, sigma_prev=None, eta: float = 1.0,
+                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One step of the stochastic DPM-Solver++(2M) from σ to σ' (the SDE-DPM-Solver++ family of Lu et al. 2022):
+
+        h = λ' − λ = log(σ/σ'),
+        x' = (σ'/σ) e^(−ηh) x + (1 − e^(−(1+η)h)) D̂ + σ' √(1 − e^(−2ηh)) z,    z ~ N(0, I)
+
+    with D̂ = `multistep_denoised` (the 2M guess). Derivation, in the variables x = x_0 + σ ε: for a constant
+    D = x_0 the step must carry x = x_0 + σ ε to x_0 + σ' ε' with ε' ~ N(0, I) again; the coefficients above do
+    for every η ≥ 0 (x_0's weights sum to (σ'/σ)e^(−ηh) + 1 − e^(−(1+η)h) = 1 as σ'/σ = e^(−h); the noise variance
+    is σ'² e^(−2ηh) + σ'² (1 − e^(−2ηh)) = σ'²). η = 0 is `dpmpp_2m_update`. η = 1 with D̂ = D is the posterior
+    q(x_{t'} | x_t, x̂_0) of DDPM (DDPM eqs. 6–7), i.e. DDIM with η = 1 (DDIM eq. 16), read in σ:
+    x' = (σ'/σ)² x + (1 − (σ'/σ)²) D + σ' √(1 − (σ'/σ)²) z. tests/test_samplers.py checks both identities.
+    """
+    if not eta >= 0:
+        raise ValueError(f"eta must be ≥ 0 (0: the ODE solver dpmpp_2m, 1: DDPM's amount of noise), got {eta}")
+    sigma, sigma_next = float(sigma), float(sigma_next)
+    d_hat = multistep_denoised(denoised, sigma, sigma_next, old_denoised, sigma_prev)
+    if sigma_next == 0:  # the last step lands on D̂ = D, with no noise left to add
+        return d_hat
+    h = math.log(sigma / sigma_next)
+    x_next = (sigma_next / sigma) * math.exp(-eta * h) * x + (1 - math.exp(-(1 + eta) * h)) * d_hat
+    if eta > 0:
+        if noise is None:
+            noise = randn(x.shape, generator, x.device, x.dtype)
+        elif noise.shape != x.shape:
+            raise ValueError(f"noise must be shaped like x {tuple(x.shape)}, got {tuple(noise.shape)}")
+        x_next = x_next + sigma_next * math.sqrt(-math.expm1(-2 * eta * h)) * noise
+    return x_next
 
 
 class DPMSolver2M:
@@ -309,9 +349,27 @@ class DPMSolver2M:
 
     def __call__(self, x: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
         d = checked(self.denoiser(x, float(sigma)), x, sigma)
-        out = dpmpp_2m_update(x, d, sigma, sigma_next, self.old_denoised, self.sigma_prev)
+        out = self.update(x, d, sigma, sigma_next)
         self.old_denoised, self.sigma_prev = d, float(sigma)
         return out
+
+    def update(self, x: torch.Tensor, d: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
+        return dpmpp_2m_update(x, d, sigma, sigma_next, self.old_denoised, self.sigma_prev)
+
+
+class DPMSolver2MSDE(DPMSolver2M):
+    """The stochastic DPM-Solver++(2M) (`dpmpp_2m_sde_update`) as a `step` for `simulate`: fresh noise of scale η
+    every step, drawn from `generator`."""
+
+    def __init__(self, denoiser: Callable, eta: float = 1.0, generator: torch.Generator | None = None):
+        if not eta >= 0:
+            raise ValueError(f"eta must be ≥ 0, got {eta}")
+        super().__init__(denoiser)
+        self.eta, self.generator = eta, generator
+
+    def update(self, x: torch.Tensor, d: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
+        return dpmpp_2m_sde_update(x, d, sigma, sigma_next, self.old_denoised, self.sigma_prev, eta=self.eta,
+                                   generator=self.generator)
 
 
 # ---------------------------------------------------------------- the sampler
@@ -329,8 +387,8 @@ class CountCalls:
 
 
 def make_step(method: str, denoiser: Callable, sigmas, s_churn: float = 0.0, s_noise: float = 1.0,
-              generator: torch.Generator | None = None) -> Callable:
-    """The `step(x, sigma, sigma_next)` of `method` ("euler", "heun", "churn", "dpmpp_2m") for these sigmas."""
+              generator: torch.Generator | None = None, eta: float = 1.0) -> Callable:
+    """The `step(x, sigma, sigma_next)` of `method` (one of `METHODS`) for these sigmas; `eta` is dpmpp_2m_sde's."""
     check_method(method)
     if method == "euler":
         return lambda x, s, s_next: karras_euler_step(denoiser, x, s, s_next)
@@ -338,6 +396,8 @@ def make_step(method: str, denoiser: Callable, sigmas, s_churn: float = 0.0, s_n
         return lambda x, s, s_next: karras_heun_step(denoiser, x, s, s_next)
     if method == "dpmpp_2m":
         return DPMSolver2M(denoiser)
+    if method == "dpmpp_2m_sde":
+        return DPMSolver2MSDE(denoiser, eta, generator)
     gammas = dict(zip([float(s) for s in sigmas[:-1]], churn_gammas(sigmas, s_churn)))
     return lambda x, s, s_next: churn_step(denoiser, x, s, s_next, gammas[float(s)], s_noise, generator)
 
@@ -356,13 +416,13 @@ def check_sigmas(sigmas) -> list[float]:
 @torch.no_grad()
 def karras_sample(denoiser: Callable, x: torch.Tensor, sigmas, method: str = "heun", s_churn: float = 0.0,
                   s_noise: float = 1.0, generator: torch.Generator | None = None, return_trajectory: bool = False,
-                  show_progress: bool = False):
+                  show_progress: bool = False, eta: float = 1.0):
     """Solve from x at sigmas[0] (x = σ_0 · z for a sample; x = x_T / √ᾱ_T to start where DDPM starts) down the
     noise levels `sigmas` with `method`, through `sampling.simulate`. A NaN or inf in the state raises a ValueError
     naming the step (and σ) at which it appeared. Returns x (and the trajectory if asked)."""
     check_float("x", x)
     sigmas = check_sigmas(sigmas)
-    step = make_step(method, denoiser, sigmas, s_churn, s_noise, generator)
+    step = make_step(method, denoiser, sigmas, s_churn, s_noise, generator, eta)
     index = {s: i for i, s in enumerate(sigmas)}
 
     def guarded(x_, s, s_next):
@@ -379,10 +439,10 @@ def karras_sample(denoiser: Callable, x: torch.Tensor, sigmas, method: str = "he
 @torch.no_grad()
 def sample(denoiser: Callable, shape, nfe: int, method: str = "dpmpp_2m", sigma_min: float = 0.002,
            sigma_max: float = 80.0, rho: float = 7.0, generator: torch.Generator | None = None, device=None,
-           dtype=torch.float32, s_churn: float = 0.0):
+           dtype=torch.float32, s_churn: float = 0.0, eta: float = 1.0):
     """x ~ N(0, σ_max² I), then `method` over `karras_sigmas(steps_for_nfe(method, nfe), ...)`: at most `nfe`
     network calls. Returns the samples (shape `shape`)."""
     steps = steps_for_nfe(method, nfe)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho)
     x = sigma_max * randn(tuple(shape), generator, device, dtype)
-    return karras_sample(denoiser, x, sigmas, method, s_churn=s_churn, generator=generator)
+    return karras_sample(denoiser, x, sigmas, method, s_churn=s_churn, generator=generator, eta=eta)

@@ -4,6 +4,8 @@
 * σ ↔ t: t(σ_i) = i on the table, and t(σ(t)) = t between the steps;
 * the denoiser of an ε-model, of a v-model and of Gaussian-mixture data against closed forms;
 * DDIM (η = 0) == Euler in σ == DPM-Solver++ of first order, to float64 round-off;
+* the stochastic DPM-Solver++(2M): η = 0 is the ODE solver, η = 1 without history is DDIM with η = 1 (DDPM's
+  posterior step), and for a known x_0 every η carries x_0 + σ ε to x_0 + σ' ε';
 * orders of convergence on Gaussian data, where the ODE's solution is closed-form:
   x(σ) − μ = (x(σ_0) − μ) √((s² + σ²)/(s² + σ_0²));
 * bad inputs: clear errors that name the argument; a NaN is reported with its step.
@@ -160,6 +162,58 @@ def test_ddim_is_euler_in_sigma_and_first_order_dpm_solver(name, steps):
     x_dpm1 = simulate(lambda y, a, b: S.dpmpp_2m_update(y, D(y, a), a, b), x, sigmas.tolist())  # no history: order 1
     assert torch.allclose(x_euler, x_ddim, atol=1e-10, rtol=0)
     assert torch.allclose(x_dpm1, x_ddim, atol=1e-10, rtol=0)
+
+
+# ---------------------------------------------------------------- the stochastic DPM-Solver++(2M)
+
+
+def test_sde_2m_with_eta_0_is_the_ode_solver():
+    D = S.mixture_denoiser(gmm8())
+    x = 5.0 * torch.randn(8, 2, generator=gen(11), dtype=torch.float64)
+    d, d_old = D(x, 2.0), D(x, 3.0)
+    for old, prev in ((None, None), (d_old, 3.0)):
+        assert torch.equal(S.dpmpp_2m_sde_update(x, d, 2.0, 1.0, old, prev, eta=0.0),
+                           S.dpmpp_2m_update(x, d, 2.0, 1.0, old, prev))
+
+
+@pytest.mark.parametrize("t,t_prev", [(1000, 900), (500, 450), (60, 1), (20, 0)])
+def test_sde_2m_first_order_with_eta_1_is_ddim_eta_1(t, t_prev):
+    s = NoiseSchedule.make("cosine", 1000)
+    eps = exact_eps_model(VPSDE.from_schedule(s), gmm8())
+    D = S.eps_denoiser(s, eps)
+    sig = S.sigmas_from_schedule(s)
+    x_t = torch.randn(64, 2, generator=gen(12), dtype=torch.float64)
+    z = torch.randn(64, 2, generator=gen(13), dtype=torch.float64)
+    tt = torch.full((64,), t, dtype=torch.long)
+    want = ddim_step(s, eps(x_t, tt), x_t, tt, t_prev, eta=1.0, noise=z) * (1 + sig[t_prev] ** 2).sqrt()  # ÷ √ᾱ_t'
+    x = x_t * (1 + sig[t] ** 2).sqrt()
+    got = S.dpmpp_2m_sde_update(x, D(x, sig[t]), sig[t], sig[t_prev], eta=1.0, noise=z)
+    assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("eta", [0.3, 1.0, 2.0])
+def test_sde_2m_keeps_the_marginal_of_a_known_x0(eta):
+    x0 = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    D = lambda x, sigma: x0.expand_as(x)  # noqa: E731   the denoiser of data that is always x0
+    x = x0 + 3.0 * torch.randn(200_000, 2, generator=gen(14), dtype=torch.float64)
+    out = S.dpmpp_2m_sde_update(x, D(x, 3.0), 3.0, 1.2, eta=eta, generator=gen(15))
+    assert torch.allclose((out - x0).mean(0), torch.zeros(2, dtype=torch.float64), atol=0.02)
+    assert torch.allclose((out - x0).std(0), torch.full((2,), 1.2, dtype=torch.float64), rtol=0.01)
+
+
+def test_sde_2m_bad_inputs_and_reproducibility():
+    D = S.mixture_denoiser(gmm8())
+    x = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="eta"):
+        S.dpmpp_2m_sde_update(x, D(x, 2.0), 2.0, 1.0, eta=-0.5)
+    with pytest.raises(ValueError, match="noise must be shaped"):
+        S.dpmpp_2m_sde_update(x, D(x, 2.0), 2.0, 1.0, noise=torch.randn(3, 2))
+    with pytest.raises(ValueError, match="eta"):
+        S.DPMSolver2MSDE(D, eta=float("nan"))
+    a = S.sample(D, (16, 2), nfe=8, method="dpmpp_2m_sde", generator=gen(16), dtype=torch.float64)
+    b = S.sample(D, (16, 2), nfe=8, method="dpmpp_2m_sde", generator=gen(16), dtype=torch.float64)
+    c = S.sample(D, (16, 2), nfe=8, method="dpmpp_2m_sde", generator=gen(17), dtype=torch.float64)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
 # ---------------------------------------------------------------- orders on Gaussian data
