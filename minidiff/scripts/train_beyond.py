@@ -23,6 +23,7 @@ import torch
 
 from ..checkpoints import save_checkpoint
 from ..guidance import cfg_loss
+from ..paths import find_dir
 from ..schedules import NoiseSchedule
 from ..training import train
 from ..utils import count_parameters
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="OUT.pt + OUT.json")
     p.add_argument("--fp16", action="store_true", help="store the weights in float16")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (the card records the step)")
+    p.add_argument("--resume", action="store_true", help="continue from the training state saved in the cache folder")
     # sound
     p.add_argument("--clips-per-class", type=int, default=2000)
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 96])
@@ -79,7 +81,8 @@ def main(argv=None) -> int:
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     command = "python -m minidiff.scripts.train_beyond " + " ".join(argv if argv is not None else sys.argv[1:])
     common = dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay,
-                  ema_warmup=True, seed=args.seed, device=device, max_seconds=max_seconds)
+                  ema_warmup=True, seed=args.seed, device=device, max_seconds=max_seconds,
+                  state_path=find_dir("cache") / f"{Path(args.out).name}_state.pt", save_every=100, resume=args.resume)
     if args.what == "sound":
         from ..data.sound import CLASSES, LENGTH, SAMPLE_RATE, make_clips
         from ..unet1d import UNet1d
