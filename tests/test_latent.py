@@ -30,9 +30,9 @@ def test_encode_decode_batches_and_scale():
     x = torch.rand(7, 1, 28, 28) * 2 - 1
     z = encode_latents(ae, x, scale=2.0, batch_size=3)
     assert z.shape == (7, 4, 8, 8) and not z.requires_grad
-    assert torch.allclose(z, 2.0 * ae.encode(x)[0].detach(), atol=1e-6)
+    assert torch.allclose(z, 2.0 * ae.encode(x)[0].detach(), atol=1e-5)
     x_hat = decode_latents(ae, z, scale=2.0, batch_size=3)
-    assert torch.allclose(x_hat, ae.decode(z / 2.0).clamp(-1, 1).detach(), atol=1e-6)
+    assert torch.allclose(x_hat, ae.decode(z / 2.0).clamp(-1, 1).detach(), atol=1e-5)
     assert x_hat.abs().max() <= 1.0
     for bad in (0.0, -1.0, "1"):
         with pytest.raises(ValueError, match="scale"):
