@@ -307,7 +307,8 @@ def multistep_denoised(denoised: torch.Tensor, sigma, sigma_next, old_denoised: 
 def dpmpp_2m_sde_update(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next,
                         old_denoised: torch.Tensor | None = None, sigma_prev=None, eta: float = 1.0,
                         noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One step of the stochastic DPM-Solver++(2M) from σ to σ' (the SDE-DPM-Solver++ family of Lu et al. 2022):
+    """One step of the stochastic DPM-Solver++(2M) from σ to σ' (the SDE variant of DPM-Solver++ by Lu et al.;
+    k-diffusion's `sample_dpmpp_2m_sde`, diffusers' `sde-dpmsolver++`):
 
         h = λ' − λ = log(σ/σ'),
         x' = (σ'/σ) e^(−ηh) x + (1 − e^(−(1+η)h)) D̂ + σ' √(1 − e^(−2ηh)) z,    z ~ N(0, I)
