@@ -1,6 +1,6 @@
 """Train lesson 16's two models: the class-conditional 1D U-Net on sounds, and the EGNN on molecules.
 
-    python -m minidiff.scripts.train_beyond sound --steps 4000 --threads 1 --out data/checkpoints/sound_unet1d
+    python -m minidiff.scripts.train_beyond sound --steps 9000 --threads 1 --fp16 --out data/checkpoints/sound_unet1d
     python -m minidiff.scripts.train_beyond molecules --steps 6000 --threads 1 --out data/checkpoints/egnn_conformers
 
 `sound` draws the synthetic clips of `minidiff.data.sound` (seed 0) and trains `minidiff.unet1d.UNet1d`
