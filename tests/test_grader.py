@@ -180,6 +180,18 @@ def test_last_report_counts_missing_check_and_stuck_kernel(tmp_path, monkeypatch
     assert "check.total" in rows["total"]["message"]
 
 
+def test_cells_after_the_last_check_are_not_run(tmp_path):
+    """A cell after the last check cannot change a score: the grader stops before it (here it would hang)."""
+    nb = nbformat.read(FIXTURE, 4)
+    last = max(grader.check_cells(nb, "99", ["add", "square", "total"]).values())
+    nb.cells.append(nbformat.v4.new_code_cell("while True: pass"))
+    path = write_variant(nb, tmp_path, "99_tail.ipynb", FIXTURES / "lesson99.py")
+    res = grader.grade_notebook(path, timeout=60, tier="tiny")
+    assert res["score"] == res["points"] == 6, grader.explain(res)
+    assert max(c["index"] for c in res["cells"]) == last
+    assert all(c["status"] == "ok" for c in res["cells"])
+
+
 def test_usage_errors(tmp_path, capsys):
     assert grader.main([str(tmp_path / "01_nope.ipynb")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -19,6 +19,8 @@ minidiff.course.checks.core.exercise_score): decisive tests (values against a cl
 the reference or an autograd gradient) weigh 3, incidental ones (shape, dtype, errors raised)
 1; once a decisive test fails the exercise earns at most a third of its points.
 
+Cells after the last check cell are not run: they cannot change a score.
+
 Grading goes on whatever the notebook does: errors are allowed; a cell that runs past
 --timeout is interrupted (and the kernel restarted if it does not answer); a dead
 kernel is restarted. After a restart the earlier cells are run again (without the one
@@ -217,13 +219,17 @@ def _cancel_leftover_tasks():
             task.cancel()
 
 
-async def _run_notebook(nb, cwd: Path, env: dict, timeout: float, stderr_path: Path) -> Run:
-    """Run every code cell, surviving errors, time-outs and kernel deaths."""
+async def _run_notebook(nb, cwd: Path, env: dict, timeout: float, stderr_path: Path,
+                        stop_after: int | None = None) -> Run:
+    """Run the code cells up to and including cell `stop_after` (all of them if None), surviving errors,
+    time-outs and kernel deaths."""
     kernel = _Kernel(copy.deepcopy(nb), cwd, env, timeout, stderr_path)
     run = Run()
     await kernel.start()
     try:
         for i, cell in enumerate(nb.cells):
+            if stop_after is not None and i > stop_after:
+                break
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
             result = await kernel.run(copy.deepcopy(cell), i)
@@ -311,6 +317,9 @@ def grade_notebook(path: Path, timeout: float = 120, tier: str | None = None) ->
     lesson = lesson_id(path)
     exercises(lesson)  # fail early on an unknown lesson
     nb = nbformat.read(path, as_version=4)
+    # cells after the last check cell cannot change a score: they are not run
+    where = check_cells(nb, lesson, [e.name for e in exercises(lesson)])
+    stop_after = max(where.values()) if where else None
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="minidiff-grade-") as tmp:
         log = Path(tmp) / "grades.jsonl"
@@ -318,7 +327,7 @@ def grade_notebook(path: Path, timeout: float = 120, tier: str | None = None) ->
         if tier:
             env["MINIDIFF_TIER"] = tier
         stderr = Path(tmp) / "kernel-stderr.txt"
-        run = asyncio.run(_run_notebook(nb, path.resolve().parent, env, timeout, stderr))
+        run = asyncio.run(_run_notebook(nb, path.resolve().parent, env, timeout, stderr, stop_after))
         reports = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
         noise = "running over TCP without encryption"  # ipykernel's start-up warning, every time
         lines = stderr.read_text(errors="replace").splitlines() if stderr.exists() else []
