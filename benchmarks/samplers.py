@@ -84,6 +84,22 @@ def sde_label(nfe, eta, rho, sigma_max, select=False):
             + (f" [selection seeds +{SELECT_OFFSET}]" if select else ""))
 
 
+def nearest_budget(nfe, budgets=SDE_BUDGETS):
+    """The budget whose choice an NFE uses: the nearest one in log NFE."""
+    return min(budgets, key=lambda b: abs(math.log(b / nfe)))
+
+
+def sde_choices(rows):
+    """{budget: (η, ρ, σ_max)} with the lowest FID among the rows run on the selection seeds (never the table's)."""
+    chosen = {}
+    for nfe in SDE_BUDGETS:
+        grid = [r for r in rows if r.get("seed_offset") == SELECT_OFFSET and r["nfe"] == nfe]
+        if grid:
+            best = min(grid, key=lambda r: r["fid"])
+            chosen[nfe] = dict(eta=best["eta"], rho=best["rho"], sigma_max=best["sigma_max"])
+    return chosen
+
+
 def mnist_rows(args, device, sha):
     """The MNIST table: rows from the cache where (label, n, sha256) match, the others computed."""
     out = Path(args.out).with_suffix(".json")
@@ -153,15 +169,12 @@ def mnist_rows(args, device, sha):
     for label, nfe, spec in jobs:
         rows.append(run(label, spec))
     # the stochastic DPM-Solver++(2M): (η, ρ, σ_max) chosen per budget on the selection seeds, then measured
-    chosen = {}
     for nfe in SDE_BUDGETS:
-        grid = [run(sde_label(nfe, **g, select=True), dict(kind="karras", method="dpmpp_2m_sde", nfe=nfe,
-                                                           offset=SELECT_OFFSET, **g)) for g in SDE_GRID]
-        rows += grid
-        best = min(grid, key=lambda r: r["fid"])
-        chosen[nfe] = dict(eta=best["eta"], rho=best["rho"], sigma_max=best["sigma_max"])
+        rows += [run(sde_label(nfe, **g, select=True), dict(kind="karras", method="dpmpp_2m_sde", nfe=nfe,
+                                                            offset=SELECT_OFFSET, **g)) for g in SDE_GRID]
+    chosen = sde_choices(rows)
     for nfe in NFES:
-        g = chosen[min(SDE_BUDGETS, key=lambda b: abs(math.log(b / nfe)))]  # the choice of the nearest budget
+        g = chosen[nearest_budget(nfe)]
         row = dict(run(sde_label(nfe, **g), dict(kind="karras", method="dpmpp_2m_sde", nfe=nfe, **g)))
         row["series"] = "dpmpp_2m_sde"
         rows.append(row)
@@ -223,6 +236,7 @@ def main(argv=None):
     hw = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {args.threads} thread(s)"
     total = time.perf_counter() - t_start
     out.with_suffix(".json").write_text(json.dumps(dict(n=args.n, floor=floor, sha256=sha, rows=rows, toy2d=toy,
+                                                        sde_choice=sde_choices(rows),
                                                         hardware=hw, seconds_this_run=total), indent=1))
     out.write_text(render(rows, floor, toy, args, hw, sha, total))
     print(f"wrote {out}")
@@ -230,7 +244,7 @@ def main(argv=None):
 
 def sde_section(rows):
     """The selection grid of the stochastic DPM-Solver++(2M), and the choice it made per budget."""
-    grid = [r for r in rows if r.get("seed_offset")]
+    grid = [r for r in rows if r.get("seed_offset") == SELECT_OFFSET]
     if not grid:
         return []
     cols = sorted({(r["rho"], r["sigma_max"]) for r in grid})
@@ -274,7 +288,7 @@ def render(rows, floor, toy, args, hw, sha, total):
           "The stochastic DPM-Solver++(2M) rows use their own (η, ρ, σ_max), chosen as described below.", "",
           "| sampler | network calls | FID | FID / floor | time (s) |", "| --- | ---: | ---: | ---: | ---: |"]
     md += [f"| {r['sampler']} | {r.get('nfe', r.get('steps'))} | {r['fid']:.2f} | {r['ratio']:.2f} | {r['seconds']:.0f} |"
-           for r in rows if not r.get("seed_offset")]
+           for r in rows if r.get("seed_offset") != SELECT_OFFSET]
     # FID against NFE
     ddpm = by.get("DDPM, 1000 steps (σ² = β̃)")
     fine = next((r for r in rows if "fine ODE reference" in r["sampler"]), None)

@@ -315,10 +315,10 @@ def grade_notebook(path: Path, timeout: float = 120, tier: str | None = None) ->
     """Run one notebook in a fresh kernel and score it; returns the JSON-ready record."""
     path = Path(path)
     lesson = lesson_id(path)
-    exercises(lesson)  # fail early on an unknown lesson
+    names = [e.name for e in exercises(lesson)]  # fails early on an unknown lesson
     nb = nbformat.read(path, as_version=4)
     # cells after the last check cell cannot change a score: they are not run
-    where = check_cells(nb, lesson, [e.name for e in exercises(lesson)])
+    where = check_cells(nb, lesson, names)
     stop_after = max(where.values()) if where else None
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="minidiff-grade-") as tmp:
