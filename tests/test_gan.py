@@ -129,3 +129,23 @@ def test_a_run_ending_between_probes_is_probed_at_the_end():
     monitor = gan.DivergenceMonitor(lambda m: torch.zeros(16, 1, 28, 28), probe_every=1000)  # a collapsed probe
     with pytest.raises(gan.GANDiverged, match="step 6"):
         gan.train_gan(pair, gan.dcgan_d_loss, gan.dcgan_g_loss, x, 3, monitor=monitor, batch_size=8, show_progress=False)
+
+
+def test_ddgan_generator_output_is_linear_unless_tanh_is_asked_for():
+    torch.manual_seed(0)
+    x_t, z, t = torch.randn(2, 1, 28, 28), torch.randn(2, 1, 28, 28), torch.tensor([1, 3])
+    for tanh in (False, True):
+        G = gan.DDGANGenerator(channels=(4, 8, 8), tanh=tanh)
+        assert G.config["tanh"] is tanh
+        with torch.no_grad():
+            G.out.bias.fill_(3.0)  # a pre-activation far above the image range
+            out = G(x_t, z, t)
+        if tanh:
+            assert out.max() <= 1.0  # squashed: saturated, so its gradient 1 − tanh² is ≈ 0 there
+        else:
+            assert out.min() > 1.5  # linear: x̂_0 can leave [−1, 1]; only ddgan_sample's last step clips
+    G = gan.DDGANGenerator(channels=(4, 8, 8))
+    with torch.no_grad():
+        G.out.bias.fill_(3.0)
+    xs = gan.ddgan_sample(gan.ddgan_schedule(2), G, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(xs, torch.ones_like(xs))  # clipped to the image range

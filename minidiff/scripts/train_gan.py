@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minidiff.scripts.train_gan", description=__doc__.split("\n")[0])
     p.add_argument("what", choices=["dcgan", "ddgan"])
     p.add_argument("--T", type=int, default=4, help="ddgan: the number of denoising steps")
+    p.add_argument("--tanh", action="store_true", help="ddgan: squash x̂_0 with tanh (it collapses to black)")
     p.add_argument("--rounds", type=int, default=100_000, help="at most this many D+G rounds")
     p.add_argument("--max-minutes", type=float, default=3.5)
     p.add_argument("--batch-size", type=int, default=64)
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
                                         class_check_after=1200)
     else:
         schedule = gan.ddgan_schedule(args.T)
-        pair = gan.TwoPlayer(gan.DDGANGenerator(), gan.DDGANDiscriminator())
+        pair = gan.TwoPlayer(gan.DDGANGenerator(tanh=args.tanh), gan.DDGANDiscriminator())
         d_loss, g_loss = gan.ddgan_losses(schedule)
         monitor = gan.DivergenceMonitor(
             lambda m: gan.ddgan_sample(schedule, m.generator, 200, torch.Generator().manual_seed(1234), device),
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
     hist = class_histogram(predict(clf, xs))
     rounds = res.step // 2
     card = {
-        "description": (f"EMA generator of lesson 18's {'DCGAN' if args.what == 'dcgan' else f'denoising diffusion GAN (T = {args.T})'}"
+        "description": (f"{'EMA generator' if args.ema_decay else 'Generator'} of lesson 18's "
+                        f"{'DCGAN' if args.what == 'dcgan' else f'denoising diffusion GAN (T = {args.T})'}"
                         " on the MNIST train set"),
         "command": "python -m minidiff.scripts.train_gan " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": args.what,
