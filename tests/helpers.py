@@ -1,6 +1,11 @@
 """Small helpers shared by test files (pytest puts tests/ on sys.path, so `from helpers import ...`)."""
 
+import importlib.util
+from pathlib import Path
+
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def gen(seed=0):
@@ -35,3 +40,11 @@ def assert_mutant_caught(mid, check, objs, needle, wrong_formula, slips_keep_poi
         assert res.score <= res.points / 3 + 1e-9, f"{mid}: a wrong formula scored {res.score} of {res.points}"
     elif slips_keep_points:
         assert res.score > res.points / 3, f"{mid}: a slip (not a wrong formula) scored only {res.score} of {res.points}"
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

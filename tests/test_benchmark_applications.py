@@ -1,12 +1,12 @@
 """benchmarks/applications.py end to end on a few images with shortened settings (about 15 s): every section runs,
 and the markdown and JSON it writes hold every table. The real numbers come from `python benchmarks/applications.py`."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 from minidiff import anomaly
 
@@ -14,15 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_applications", ROOT / "benchmarks" / "applications.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_ceiling_from_above_closed_case():
-    bench = load_benchmark()
+    bench = load_benchmark("applications")
     known = torch.tensor([[-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0], [-1.0, 0.5]])  # three blank images, one with ink
     labels = torch.tensor([3, 5, 3, 7])
     fraction, share, bound = bench.ceiling_from_above(known, labels)
@@ -33,7 +26,7 @@ def test_ceiling_from_above_closed_case():
 
 def test_quick_path_writes_every_table(tmp_path, monkeypatch):
     pytest.importorskip("skimage")
-    bench = load_benchmark()
+    bench = load_benchmark("applications")
     monkeypatch.setattr(bench, "MASKS", [("half", "half", 0.5), ("random 90 %", "random", 0.9)])
     monkeypatch.setattr(bench, "METHODS", [("replacement, 3 steps", 3, 1), ("RePaint r = 2, 3 steps", 3, 2)])
     monkeypatch.setattr(bench, "STRENGTHS", [0.2, 1.0])

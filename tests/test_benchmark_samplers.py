@@ -2,18 +2,12 @@
 takes the choice of its nearest tuned budget, the selection grid stays out of the main table, and the choice
 stored in samplers.json (which lesson 10 reads) is the one its rows give."""
 
-import importlib.util
 import json
 from pathlib import Path
 
+from helpers import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("bench_samplers", ROOT / "benchmarks" / "samplers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def row(bs, nfe, eta, rho, smax, fid, offset):
@@ -22,7 +16,7 @@ def row(bs, nfe, eta, rho, smax, fid, offset):
 
 
 def test_choice_uses_the_selection_seeds_only():
-    bs = load()
+    bs = load_benchmark("samplers")
     off = bs.SELECT_OFFSET
     rows = [row(bs, 10, 1.0, 4.0, 20.0, 13.5, off), row(bs, 10, 0.5, 7.0, 80.0, 15.0, off),
             row(bs, 10, 0.0, 7.0, 80.0, 9.0, 0),  # lower, but on the table's seeds: must not be chosen
@@ -33,12 +27,12 @@ def test_choice_uses_the_selection_seeds_only():
 
 
 def test_nearest_budget_in_log_nfe():
-    bs = load()
+    bs = load_benchmark("samplers")
     assert [bs.nearest_budget(n) for n in (5, 10, 14, 15, 20, 50, 100)] == [10, 10, 10, 20, 20, 20, 20]
 
 
 def test_grid_section_marks_the_best_and_names_missing_cells():
-    bs = load()
+    bs = load_benchmark("samplers")
     off = bs.SELECT_OFFSET
     rows = [row(bs, 10, 1.0, 4.0, 20.0, 13.5, off), row(bs, 10, 0.5, 4.0, 20.0, 15.6, off),
             row(bs, 10, 1.0, 7.0, 80.0, 20.3, off), row(bs, 10, 1.0, 4.0, 20.0, 13.2, 0)]
@@ -50,7 +44,7 @@ def test_grid_section_marks_the_best_and_names_missing_cells():
 
 
 def test_stored_choice_matches_the_stored_rows():
-    bs = load()
+    bs = load_benchmark("samplers")
     data = json.loads((ROOT / "benchmarks" / "samplers.json").read_text())
     stored = {int(k): v for k, v in data["sde_choice"].items()}
     assert stored == bs.sde_choices(data["rows"]) and set(stored) == set(bs.SDE_BUDGETS)

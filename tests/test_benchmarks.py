@@ -1,19 +1,17 @@
 """Every benchmark script still imports against the current library (they are run by hand, not by
 the suite, so a renamed function would otherwise go unnoticed until the next measurement)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_imports(path):
-    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark(path.stem)
     assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
 
 
@@ -23,9 +21,7 @@ def test_there_are_benchmarks():
 
 def test_objectives_page_renders_both_parts_from_their_json(tmp_path):
     """benchmarks/objectives.py --from-json rebuilds the page of lessons 11-12 from the committed results."""
-    spec = importlib.util.spec_from_file_location("bench_objectives_page", BENCHMARKS[0].parent / "objectives.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("objectives")
     out = tmp_path / "objectives.md"
     assert module.main(["--from-json", "--out", str(out)]) == 0
     page = out.read_text()

@@ -8,7 +8,6 @@ AOTAutograd, the parts that break on a model change, without the C++ build), and
 tested on a tiny network.
 """
 
-import importlib.util
 import json
 import math
 import shutil
@@ -16,17 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 from minidiff.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def table_rows(md: str, header_start: str) -> list[list[str]]:
@@ -42,7 +35,7 @@ def table_rows(md: str, header_start: str) -> list[list[str]]:
 
 
 def test_gpu_tier_tiny_on_cpu(tmp_path, monkeypatch):
-    gpu_tier = load("gpu_tier")
+    gpu_tier = load_benchmark("gpu_tier")
     compiled = []
     real_compile = torch.compile
 
@@ -103,7 +96,7 @@ def test_inductor_compiles_a_bf16_training_step_on_cpu():
 
 
 def test_throughput_quick(tmp_path):
-    throughput = load("throughput")
+    throughput = load_benchmark("throughput")
     out = tmp_path / "throughput.md"
     # --compile-timeout 1: the compile row's child process cannot finish, so the row must say so
     throughput.main(["--quick", "--threads", "1", "--compile-timeout", "1", "--out", str(out)])

@@ -1,20 +1,13 @@
 """benchmarks/lesson_times.py: a notebook that runs gets its time, one that raises gets a row that
 names the cell and the error (and the next notebook still runs), and --append keeps earlier rows."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import nbformat
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("bench_lesson_times", ROOT / "benchmarks" / "lesson_times.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def notebook(path: Path, *sources: str) -> Path:
@@ -25,7 +18,7 @@ def notebook(path: Path, *sources: str) -> Path:
 
 
 def test_times_rows_errors_and_append(tmp_path):
-    lesson_times = load()
+    lesson_times = load_benchmark("lesson_times")
     bad = notebook(tmp_path / "01_bad.ipynb", "x = 1", "raise ValueError('boom in the second cell')")
     good = notebook(tmp_path / "02_good.ipynb", "import os\nprint(os.environ['MINIDIFF_TIER'])")
     out = tmp_path / "times.md"

@@ -1,13 +1,12 @@
 """Lesson 04's sharper toy model: EpsMLP's optional random Fourier features, its `config` for checkpoints,
 the training script `minidiff.scripts.train_toy`, and the shipped checkerboard checkpoint."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 from minidiff.checkpoints import checkpoint_paths, load_checkpoint, read_card, save_checkpoint
 from minidiff.data import toy
@@ -110,10 +109,7 @@ def test_train_toy_script_writes_a_loadable_checkpoint(tmp_path, capsys):
 def test_benchmark_budget_trains_the_shipped_recipe(tmp_path):
     """benchmarks/toy2d.py's `large-fourier` budget and the training script draw the same random numbers in the
     same order, so the benchmark measures the shipped checkpoint's weights (checked here on a short run)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "toy2d.py"
-    spec = importlib.util.spec_from_file_location("bench_toy2d_recipe", path)
-    toy2d = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy2d)
+    toy2d = load_benchmark("toy2d")
     cfg = dict(toy2d.BUDGETS["large-fourier"], steps=20)
     run, *_ = toy2d.train_model("checkerboard", cfg, seed=0)
     out = tmp_path / "toy"

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 from minidiff import vdm
 from minidiff.schedules import NoiseSchedule, log_snr
@@ -217,8 +218,6 @@ def test_bad_inputs_give_clear_errors():
 
 def test_benchmark_quick_path_runs():
     """benchmarks/objectives_vdm.py --quick: the `## VDM` section on tiny sizes (a few seconds)."""
-    import importlib.util
-    from pathlib import Path
 
     from minidiff.data.mnist import MNISTError, load_mnist
 
@@ -226,10 +225,7 @@ def test_benchmark_quick_path_runs():
         load_mnist("test")
     except MNISTError:
         pytest.skip("MNIST files not found")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "objectives_vdm.py"
-    spec = importlib.util.spec_from_file_location("objectives_vdm", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("objectives_vdm")
     text, results = module.section(quick=True)
     assert text.startswith("## VDM") and "| VDM bound" in text and results["quick"]
     assert abs(results["convergence"]["linear"]["slope_T_ge_1000"] + 1) < 0.05
