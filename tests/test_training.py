@@ -4,7 +4,8 @@ random data: no MNIST needed).
 * exact resumption: N steps straight == N/2 steps, save, resume, N/2 more (bit for bit);
 * the learning rate: lr_at, or a torch scheduler from make_scheduler (also resumed);
 * hooks that stop training, tuple and function data, the EMA, argument errors;
-* minidiff.scripts.train_unet (card_command, a run stopped and resumed through the command line)
+* minidiff.scripts.train_unet (card_command, a run stopped and resumed through the command line, the
+  warm start --init)
   and minidiff.scripts.train_classifier (the training path and the card).
 """
 
@@ -14,7 +15,7 @@ from functools import partial
 import pytest
 import torch
 
-from minidiff.checkpoints import load_checkpoint, read_card
+from minidiff.checkpoints import CheckpointError, load_checkpoint, read_card, save_checkpoint
 from minidiff.eval.classifier import MNISTClassifier
 from minidiff.guidance import cfg_loss
 from minidiff.losses import ddpm_loss
@@ -254,6 +255,33 @@ def test_train_unet_script_stops_resumes_and_writes_the_card(tmp_path, random_mn
     assert tu.main(["--steps", "4", "--batch-size", "4", "--channels", "8", "16", "--T", "50", "--warmup", "1",
                     "--out", str(straight), "--state", str(tmp_path / "other.pt")]) == 0
     assert same_weights(model, load_checkpoint(straight, UNet))
+
+
+def test_warm_start_begins_as_the_unconditional_model_for_every_label(tmp_path):
+    """train_unet --init: all weights copied, the class embedding zeroed, so ε(x, t, y) = ε_uncond(x, t) for every y."""
+    base = tiny(seed=1)
+    save_checkpoint(base, tmp_path / "base", card={"training": {"images_seen": 8}})
+    cond = tiny(num_classes=10, seed=2)
+    tu.warm_start(cond, str(tmp_path / "base"))
+    assert torch.count_nonzero(cond.class_emb.weight) == 0
+    x, t = torch.randn(11, 1, 16, 16), torch.randint(1, 1000, (11,))
+    with torch.no_grad():
+        want = base(x, t)
+        for y in (torch.arange(11), None):  # the labels 0..9 and ∅, and y = None (all ∅)
+            assert torch.allclose(cond(x, t, y), want, atol=1e-6)
+    with pytest.raises(CheckpointError, match="architecture mismatch"):
+        tu.warm_start(UNet(channels=(8, 32), num_classes=10, heads=2), str(tmp_path / "base"))
+
+
+def test_train_unet_init_records_the_warm_start_on_the_card(tmp_path, random_mnist):
+    save_checkpoint(UNet(channels=(8, 16)), tmp_path / "base", card={"training": {"images_seen": 96}})
+    out = tmp_path / "cond"
+    assert tu.main(["--steps", "2", "--batch-size", "4", "--channels", "8", "16", "--T", "50", "--warmup", "1",
+                    "--num-classes", "10", "--p-uncond", "0.5", "--init", str(tmp_path / "base"),
+                    "--out", str(out), "--state", str(tmp_path / "s.pt")]) == 0
+    init = read_card(out)["training"]["init"]
+    assert init["images_seen"] == 96 and init["sha256"] == read_card(tmp_path / "base")["sha256"]
+    assert "--init" in read_card(out)["command"]
 
 
 def test_train_classifier_path(tmp_path, random_mnist):

@@ -12,7 +12,9 @@ U-Net instead (`minidiff.flow.flow_loss`: the network predicts the velocity ε �
 through `minidiff.flow.TimeScaled`; the card says "objective": "flow"). The whole
 data set lives on the device, batches are random rows drawn with a seeded generator, the
 learning rate warms up linearly then decays with a cosine, and the resumable state is saved
-every --save-every steps, so `--resume` continues a stopped run exactly.
+every --save-every steps, so `--resume` continues a stopped run exactly. `--init NAME` starts from
+a shipped U-Net instead of random weights (`warm_start`): the conditional model of lesson 08 is
+lesson 05's unconditional one, fine-tuned with label dropout.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import save_checkpoint
+from ..checkpoints import load_checkpoint, load_state_into, read_card, save_checkpoint
 from ..data.mnist import mnist_images
 from ..flow import TimeScaled, flow_loss
 from ..guidance import cfg_loss
@@ -54,6 +56,16 @@ def card_command(argv: list[str], stopped_at: int, steps: int) -> str:
     if stopped_at < steps:
         kept += ["--stop-after", str(stopped_at)]
     return "python -m minidiff.scripts.train_unet " + " ".join(kept)
+
+
+def warm_start(model: UNet, name: str) -> None:
+    """Copy every weight of the shipped U-Net `name` into `model`. A conditional model's class
+    embedding, which the unconditional one lacks, starts at zero: emb + class_emb(y) = emb, so the
+    warm-started model begins as the shipped one for every y, ∅ included (lesson 08's guidance
+    then starts at w-independent samples and learns the labels from there)."""
+    if model.class_emb is not None:
+        torch.nn.init.zeros_(model.class_emb.weight)
+    load_state_into(model, {**model.state_dict(), **load_checkpoint(name, UNet).state_dict()}, source=name)
 
 
 def main(argv=None) -> int:
@@ -87,6 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many steps (of --steps); the card of a time-limited run records it")
     p.add_argument("--fp16", action="store_true", help="store the shipped weights in float16")
+    p.add_argument("--init", default=None,
+                   help="warm start from this shipped unconditional U-Net (e.g. unet_mnist); with --num-classes the "
+                        "class embedding starts at zero, so step 0 is that model for every label and for ∅")
     p.add_argument("--exclude-digits", type=int, nargs="+", default=None,
                    help="leave these digit classes out of the training set (a held-out class for lesson 13)")
     args = p.parse_args(argv)
@@ -96,6 +111,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)  # the model's initial weights
     device = torch.device(args.device) if args.device else pick_device()
     model = UNet(1, tuple(args.channels), args.num_res_blocks, not args.no_attention, args.num_classes)
+    if args.init:
+        warm_start(model, args.init)
     schedule = NoiseSchedule.make(args.schedule, args.T)
     images, labels = mnist_images("train", device=device)
     if args.exclude_digits:
@@ -138,6 +155,8 @@ def main(argv=None) -> int:
                      "warmup": args.warmup, "ema_decay": args.ema_decay,
                      "ema_warmup": not args.no_ema_warmup, "min_snr_gamma": args.min_snr_gamma, "seed": args.seed,
                      "p_uncond": args.p_uncond,
+                     "init": args.init and {"name": args.init, "sha256": read_card(args.init)["sha256"],
+                                            "images_seen": read_card(args.init)["training"]["images_seen"]},
                      "exclude_digits": args.exclude_digits, "train_images": len(images),
                      "images_seen": res.step * args.batch_size,
                      "final_loss_mean_last_100": round(sum(res.losses[-100:]) / len(res.losses[-100:]), 5)},
