@@ -1,6 +1,7 @@
 """minidiff.checkpoints: round trip, sha256 verification, clear errors; the shipped checkpoints load."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,22 @@ def test_shipped_checkpoints(name, cls):
     if cls is MNISTClassifier:
         assert card["metrics"]["test_accuracy"] >= 0.99
         assert isinstance(load_classifier(), MNISTClassifier)
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "data" / "checkpoints").glob("*.json"))
+
+
+@pytest.mark.parametrize("card_path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_card_matches_its_file_and_its_command(card_path):
+    """Every shipped checkpoint: the file hashes to the card's sha256, loads with weights_only=True, and the card's
+    command is one of the repository's training scripts, writing this checkpoint into data/checkpoints."""
+    card = json.loads(card_path.read_text())
+    pt = card_path.with_suffix(".pt")
+    assert card["file"] == pt.name
+    assert sha256_file(pt) == card["sha256"]
+    payload = torch.load(pt, map_location="cpu", weights_only=True)
+    assert payload["format"] == "minidiff-checkpoint-1" and payload["class"] == card["class"]
+    assert card["command"].startswith("python -m minidiff.scripts."), card["command"]
+    out = card["command"].split("--out ")[1].split()[0]  # train_distill's --out is a prefix: NAME_1, NAME_2, ...
+    assert out.startswith("data/checkpoints/"), card["command"]
+    assert card_path.stem in (Path(out).name, *(f"{Path(out).name}_{n}" for n in (1, 2, 4, 8))), card["command"]

@@ -281,7 +281,7 @@ def test_train_unet_init_records_the_warm_start_on_the_card(tmp_path, random_mni
                     "--out", str(out), "--state", str(tmp_path / "s.pt")]) == 0
     init = read_card(out)["training"]["init"]
     assert init["images_seen"] == 96 and init["sha256"] == read_card(tmp_path / "base")["sha256"]
-    assert "--init" in read_card(out)["command"]
+    assert "--init" in read_card(out)["command"] and "fine-tuned from" in read_card(out)["description"]
 
 
 def test_train_classifier_path(tmp_path, random_mnist):

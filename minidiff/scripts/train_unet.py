@@ -146,7 +146,8 @@ def main(argv=None) -> int:
     card = {
         "name": out.name,
         "description": f"EMA weights of the lesson-05 U-Net ({args.prediction}-prediction"
-                       f"{', class-conditional' if args.num_classes else ''}) trained on the MNIST train set",
+                       f"{', class-conditional' if args.num_classes else ''}) "
+                       f"{f'fine-tuned from {args.init}' if args.init else 'trained'} on the MNIST train set",
         "command": card_command(list(argv if argv is not None else sys.argv[1:]), res.step, args.steps),
         "schedule": {"name": args.schedule, "T": args.T},
         "prediction": args.prediction,
