@@ -13,8 +13,9 @@ through `minidiff.flow.TimeScaled`; the card says "objective": "flow"). The whol
 data set lives on the device, batches are random rows drawn with a seeded generator, the
 learning rate warms up linearly then decays with a cosine, and the resumable state is saved
 every --save-every steps, so `--resume` continues a stopped run exactly. `--init NAME` starts from
-a shipped U-Net instead of random weights (`warm_start`): the conditional model of lesson 08 is
-lesson 05's unconditional one, fine-tuned with label dropout.
+a shipped U-Net instead of random weights (`warm_start`), for example a class-conditional model
+from lesson 05's unconditional `unet_mnist`, fine-tuned with label dropout (the shipped `unet_cond`
+was trained from scratch: see its card).
 """
 
 from __future__ import annotations
