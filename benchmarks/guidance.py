@@ -155,14 +155,11 @@ def targets(r: dict) -> list[str]:
     out = []
     card = read_card(r["config"]["checkpoint"])
     tr, budget = card.get("training", {}), card.get("budget", {})
-    init = tr.get("init")
-    start = (f"warm-started from `{init['name']}` ({init['images_seen']:,} images; the class embedding at zero), then "
-             if init else "")
     out.append(f"The checkpoint: {card.get('parameters', 0):,} parameters, {card.get('prediction', 'eps')}-prediction, "
-               f"{start}{tr.get('steps')} steps of batch {tr.get('batch_size')} ({tr.get('images_seen', 0):,} images), "
+               f"{tr.get('steps')} steps of batch {tr.get('batch_size')} ({tr.get('images_seen', 0):,} images), "
                f"p_uncond = {tr.get('p_uncond')}, "
                f"trained in {budget.get('seconds_last_run', 0) / 60:.0f} min on {card.get('hardware')} by "
-               f"`{card.get('command')}`" + (f" (after the {init['name']} card's own command)." if init else "."))
+               f"`{card.get('command')}`.")
     out.append("")
     if 3.0 in sweep:
         a = sweep[3.0]["accuracy"]
@@ -176,14 +173,9 @@ def targets(r: dict) -> list[str]:
         try:
             ucard = read_card(u["checkpoint"])["training"]
             seen_null = tr.get("p_uncond", 0) * tr.get("images_seen", 0)
-            if init:
-                out.append(f"  The branch ε(x_t, t, ∅) starts as `{init['name']}` ({init['images_seen']:,} images) and, "
-                           f"with label dropout p_uncond = {tr.get('p_uncond')}, trains on about {seen_null:,.0f} more.")
-            else:
-                out.append(f"  With label dropout only p_uncond = {tr.get('p_uncond')} of the conditional model's training "
-                           f"images taught it ε(x_t, t, ∅): about {seen_null:,.0f}, against "
-                           f"{ucard.get('images_seen', 0):,} for the unconditional model, which spent its whole budget "
-                           "on that one task.")
+            out.append(f"  With label dropout only p_uncond = {tr.get('p_uncond')} of the conditional model's training "
+                       f"images taught it ε(x_t, t, ∅): about {seen_null:,.0f}, against {ucard.get('images_seen', 0):,} "
+                       "for the unconditional model, which spent its whole budget on that one task.")
         except (CheckpointError, KeyError, TypeError):
             pass
     elif 0.0 in sweep:
