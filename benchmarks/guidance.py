@@ -173,9 +173,16 @@ def targets(r: dict) -> list[str]:
         try:
             ucard = read_card(u["checkpoint"])["training"]
             seen_null = tr.get("p_uncond", 0) * tr.get("images_seen", 0)
-            out.append(f"  With label dropout only p_uncond = {tr.get('p_uncond')} of the conditional model's training "
-                       f"images taught it ε(x_t, t, ∅): about {seen_null:,.0f}, against {ucard.get('images_seen', 0):,} "
-                       "for the unconditional model, which spent its whole budget on that one task.")
+            init = tr.get("init")
+            if init:
+                out.append(f"  The conditional model started from `{init['name']}` ({init['images_seen']:,} images, the "
+                           f"unconditional task only); fine-tuning with label dropout p_uncond = {tr.get('p_uncond')} "
+                           f"then showed it ∅ on about {seen_null:,.0f} more, and the labels on the rest.")
+            else:
+                out.append(f"  With label dropout only p_uncond = {tr.get('p_uncond')} of the conditional model's training "
+                           f"images taught it ε(x_t, t, ∅): about {seen_null:,.0f}, against "
+                           f"{ucard.get('images_seen', 0):,} for the unconditional model, which spent its whole budget on "
+                           "that one task.")
         except (CheckpointError, KeyError, TypeError):
             pass
     elif 0.0 in sweep:

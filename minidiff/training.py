@@ -114,6 +114,7 @@ def train(
     make_scheduler: Callable | None = None,
     hooks: Sequence[Callable] = (),
     device=None,
+    params=None,
     state_path=None,
     save_every: int | None = None,
     resume: bool = False,
@@ -138,6 +139,8 @@ def train(
                   (0 when None) on the device. Reuse the same seed to get the same run.
     hooks:        functions hook(step, loss, model) called after every step; one returning True
                   stops training.
+    params:       parameter groups for AdamW instead of model.parameters(): dicts with "params" and
+                  an optional "lr_scale" (that group learns at lr_scale times the step's lr).
     state_path:   where to save the resumable state (every `save_every` steps and at the end);
                   `resume=True` continues from it if it exists.
     stop_after:   stop (and save) after this many steps in total; max_seconds: after this long.
@@ -154,7 +157,7 @@ def train(
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(0 if seed is None else seed)
     draw = batches if batches is not None else random_batches(data, batch_size, generator, device, fmt)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters() if params is None else params, lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(opt, steps) if make_scheduler is not None else None
     ema = EMA(model, ema_decay, ema_warmup) if ema_decay is not None else None
     losses: list[float] = []
@@ -190,7 +193,7 @@ def train(
         batch = draw()
         if scheduler is None:
             for group in opt.param_groups:
-                group["lr"] = lr_at(s, steps, lr, warmup, lr_decay)
+                group["lr"] = lr_at(s, steps, lr, warmup, lr_decay) * group.get("lr_scale", 1.0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(fwd, batch, generator)
         opt.zero_grad(set_to_none=True)

@@ -4,8 +4,9 @@ random data: no MNIST needed).
 * exact resumption: N steps straight == N/2 steps, save, resume, N/2 more (bit for bit);
 * the learning rate: lr_at, or a torch scheduler from make_scheduler (also resumed);
 * hooks that stop training, tuple and function data, the EMA, argument errors;
+* parameter groups with their own lr scale;
 * minidiff.scripts.train_unet (card_command, a run stopped and resumed through the command line, the
-  warm start --init)
+  warm start --init, --class-lr with ∅'s row frozen)
   and minidiff.scripts.train_classifier (the training path and the card).
 """
 
@@ -282,6 +283,36 @@ def test_train_unet_init_records_the_warm_start_on_the_card(tmp_path, random_mni
     init = read_card(out)["training"]["init"]
     assert init["images_seen"] == 96 and init["sha256"] == read_card(tmp_path / "base")["sha256"]
     assert "--init" in read_card(out)["command"] and "fine-tuned from" in read_card(out)["description"]
+
+
+def test_param_groups_learn_at_their_lr_scale():
+    """train(params=...): a group's learning rate is lr_scale times the step's lr (lr_scale 0 freezes it)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    first = [p.detach().clone() for p in model[0].parameters()]
+    second = [p.detach().clone() for p in model[1].parameters()]
+    groups = [{"params": list(model[0].parameters()), "lr_scale": 0.0}, {"params": list(model[1].parameters())}]
+    train(model, lambda m, b, g: m(b).pow(2).mean(), torch.randn(16, 3), 3, batch_size=4, lr=1e-2,
+          params=groups, show_progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(first, model[0].parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(second, model[1].parameters()))
+
+
+def test_class_param_groups_keep_the_null_row_at_zero_and_train_the_labels(tmp_path):
+    """train_unet --class-lr: rows 0..9 of the class embedding learn at class_lr, ∅'s row stays zero,
+    so ε(x, t, ∅) changes only through the shared weights."""
+    save_checkpoint(tiny(seed=1), tmp_path / "base", card={"training": {"images_seen": 8}})
+    cond = tiny(num_classes=10, seed=2)
+    tu.warm_start(cond, str(tmp_path / "base"))
+    groups = tu.class_param_groups(cond, class_lr=1e-2, lr=1e-4)
+    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, pytest.approx(100.0)]
+    x, y = images_and_labels(n=64)
+    train(cond, partial(cfg_loss, NoiseSchedule.make("cosine", 50), p_uncond=0.5, loss=ddpm_loss), (x, y), 4,
+          batch_size=32, lr=1e-4, params=groups, show_progress=False)
+    rows = cond.class_emb.weight.detach().abs().sum(dim=1)
+    assert rows[10] == 0 and bool((rows[:10] > 0).all())
+    with pytest.raises(SystemExit):  # --class-lr without --init is refused
+        tu.main(["--steps", "1", "--num-classes", "10", "--class-lr", "1e-3", "--out", str(tmp_path / "x")])
 
 
 def test_train_classifier_path(tmp_path, random_mnist):

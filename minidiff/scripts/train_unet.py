@@ -14,8 +14,9 @@ data set lives on the device, batches are random rows drawn with a seeded genera
 learning rate warms up linearly then decays with a cosine, and the resumable state is saved
 every --save-every steps, so `--resume` continues a stopped run exactly. `--init NAME` starts from
 a shipped U-Net instead of random weights (`warm_start`), for example a class-conditional model
-from lesson 05's unconditional `unet_mnist`, fine-tuned with label dropout (the shipped `unet_cond`
-was trained from scratch: see its card).
+from lesson 05's unconditional `unet_mnist`, fine-tuned with label dropout; `--class-lr` then lets the
+label rows of the class embedding learn faster than the shared weights while ∅'s row stays at zero
+(`class_param_groups`). The card of the shipped `unet_cond` says which way it was trained.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def warm_start(model: UNet, name: str) -> None:
     load_state_into(model, {**model.state_dict(), **load_checkpoint(name, UNet).state_dict()}, source=name)
 
 
+def class_param_groups(model: UNet, class_lr: float, lr: float) -> list[dict]:
+    """AdamW groups for fine-tuning a warm-started conditional U-Net: the label rows of the class
+    embedding learn at class_lr, every other weight at lr, and the row of ∅ stays at zero (its
+    gradient is masked), so ε(x, t, ∅) keeps the base model's input and changes only through the
+    shared weights."""
+    emb, null = model.class_emb.weight, model.num_classes
+    emb.register_hook(lambda grad: grad.index_fill(0, torch.tensor([null], device=grad.device), 0.0))
+    others = [p for p in model.parameters() if p is not emb]
+    return [{"params": others}, {"params": [emb], "lr_scale": class_lr / lr}]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minidiff.scripts.train_unet",
                                 description="Train the lesson-05 U-Net on MNIST and save its EMA weights with a card.")
@@ -103,6 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--init", default=None,
                    help="warm start from this shipped unconditional U-Net (e.g. unet_mnist); with --num-classes the "
                         "class embedding starts at zero, so step 0 is that model for every label and for ∅")
+    p.add_argument("--class-lr", type=float, default=None,
+                   help="with --init and --num-classes: the label rows of the class embedding learn at this lr, "
+                        "the rest at --lr, and the row of ∅ stays at zero (class_param_groups)")
     p.add_argument("--exclude-digits", type=int, nargs="+", default=None,
                    help="leave these digit classes out of the training set (a held-out class for lesson 13)")
     args = p.parse_args(argv)
@@ -114,6 +129,9 @@ def main(argv=None) -> int:
     model = UNet(1, tuple(args.channels), args.num_res_blocks, not args.no_attention, args.num_classes)
     if args.init:
         warm_start(model, args.init)
+    if args.class_lr is not None and not (args.init and args.num_classes):
+        p.error("--class-lr is for fine-tuning: it needs --init and --num-classes")
+    groups = class_param_groups(model, args.class_lr, args.lr) if args.class_lr is not None else None
     schedule = NoiseSchedule.make(args.schedule, args.T)
     images, labels = mnist_images("train", device=device)
     if args.exclude_digits:
@@ -136,7 +154,7 @@ def main(argv=None) -> int:
         loss, data, args.prediction = flow_loss, images, "velocity"
     net = TimeScaled(model, args.T) if args.objective == "flow" else model
     res = train(net, loss, data, args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, device=device,
+                ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, device=device, params=groups,
                 state_path=state, save_every=args.save_every, resume=args.resume, stop_after=args.stop_after, channels_last=True,
                 max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, desc="training U-Net")
     print(f"step {res.step}/{args.steps}; {res.seconds:.0f} s this run; {res.images_per_second:.1f} img/s; "
@@ -154,7 +172,7 @@ def main(argv=None) -> int:
         "prediction": args.prediction,
         "objective": args.objective,
         "training": {"steps": args.steps, "stopped_at_step": res.step, "batch_size": args.batch_size, "lr": args.lr,
-                     "warmup": args.warmup, "ema_decay": args.ema_decay,
+                     "class_lr": args.class_lr, "warmup": args.warmup, "ema_decay": args.ema_decay,
                      "ema_warmup": not args.no_ema_warmup, "min_snr_gamma": args.min_snr_gamma, "seed": args.seed,
                      "p_uncond": args.p_uncond,
                      "init": args.init and {"name": args.init, "sha256": read_card(args.init)["sha256"],
