@@ -158,6 +158,9 @@ def train(
         generator = torch.Generator(device=device).manual_seed(0 if seed is None else seed)
     draw = batches if batches is not None else random_batches(data, batch_size, generator, device, fmt)
     opt = torch.optim.AdamW(model.parameters() if params is None else params, lr=lr, weight_decay=weight_decay)
+    if make_scheduler is not None and any("lr_scale" in g for g in opt.param_groups):
+        raise ValueError("lr_scale in params is applied by lr_at: leave make_scheduler out, or set each group's lr "
+                         "in your scheduler")
     scheduler = make_scheduler(opt, steps) if make_scheduler is not None else None
     ema = EMA(model, ema_decay, ema_warmup) if ema_decay is not None else None
     losses: list[float] = []

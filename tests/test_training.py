@@ -296,6 +296,9 @@ def test_param_groups_learn_at_their_lr_scale():
           params=groups, show_progress=False)
     assert all(torch.equal(a, b) for a, b in zip(first, model[0].parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(second, model[1].parameters()))
+    with pytest.raises(ValueError, match="lr_scale"):  # a torch scheduler would silently ignore the scale
+        train(model, lambda m, b, g: m(b).pow(2).mean(), torch.randn(16, 3), 1, params=groups, show_progress=False,
+              make_scheduler=lambda opt, steps: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
 
 
 def test_class_param_groups_keep_the_null_row_at_zero_and_train_the_labels(tmp_path):
