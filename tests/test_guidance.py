@@ -338,7 +338,15 @@ def test_shipped_conditional_checkpoint():
     card = read_card("unet_cond")
     assert net.num_classes == 10 and net.class_emb.weight.shape[0] == 11
     assert "train_unet" in card["command"] and "--num-classes 10" in card["command"]
-    assert 0.1 <= card["training"]["p_uncond"] <= 0.2
+    init = card["training"].get("init")
+    if init:  # fine-tuned from the shipped unconditional model, whose ∅ branch starts trained
+        assert init["name"] == "unet_mnist" and "--init unet_mnist" in card["command"]
+        assert init["sha256"] == read_card("unet_mnist")["sha256"]  # the very file that ships
+        assert card["training"]["p_uncond"] == 0.5 and card["training"]["class_lr"] > card["training"]["lr"]
+    else:  # from scratch: Ho & Salimans' label dropout
+        assert 0.1 <= card["training"]["p_uncond"] <= 0.2
+    with torch.no_grad():  # ∅'s row of the class embedding: held at zero when fine-tuned, trained from scratch
+        assert (net.class_emb.weight[10].abs().max() == 0) == bool(init)
     x = torch.randn(2, 1, 28, 28)
     t = torch.tensor([500, 500])
     with torch.no_grad():  # the label changes the prediction: the class embedding was trained
