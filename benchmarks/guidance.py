@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="unet_cond")
     p.add_argument("--uncond", default="unet_mnist", help="lesson 05's unconditional checkpoint ('' to skip)")
-    p.add_argument("--scales", type=float, nargs="*", default=[0, 1, 2, 3, 5, 8])
+    p.add_argument("--scales", type=float, nargs="*", default=[0, 1, 1.25, 1.5, 2, 3, 5, 8])
     p.add_argument("--per-class", type=int, default=30)
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (η = 0)")
     p.add_argument("--seed", type=int, default=0)
